@@ -1,0 +1,1 @@
+"""Thin wrappers over pretrained networks, each behind a small interface."""
