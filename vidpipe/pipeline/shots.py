@@ -1,0 +1,51 @@
+"""Shot segmentation with PySceneDetect's detectors, fed frame by frame from our own decode.
+
+PySceneDetect's detectors take frames directly (`process_frame(timecode, frame)`), so the one
+decode that feeds frame sampling also feeds shot detection. Timecodes carry each frame's own
+timestamp, so cuts are in seconds and right on variable-frame-rate files.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
+from scenedetect.common import Timecode
+
+from vidpipe.config import ShotsConfig
+
+DETECTORS = ("adaptive", "content")
+
+
+class ShotDetector:
+    """Streams frames in, cut times (seconds, the first frame of each new shot) out."""
+
+    def __init__(self, cfg: ShotsConfig, fps: float):
+        self._fps = Fraction(fps).limit_denominator(100000) if fps > 0 else Fraction(25)
+        min_len = FrameTimecode(float(cfg.min_scene_len_s), self._fps)
+        if cfg.detector == "adaptive":
+            self._detector = AdaptiveDetector(adaptive_threshold=cfg.adaptive_threshold, min_scene_len=min_len)
+        elif cfg.detector == "content":
+            self._detector = ContentDetector(threshold=cfg.content_threshold, min_scene_len=min_len)
+        else:
+            raise ValueError(f"unknown shot detector {cfg.detector!r} (choose from {', '.join(DETECTORS)})")
+        self._last: FrameTimecode | None = None
+
+    def _timecode(self, pts: int, time_base: Fraction, t0_pts: int) -> FrameTimecode:
+        return FrameTimecode(Timecode(pts=pts - t0_pts, time_base=time_base), self._fps)
+
+    def push(self, time_s: float, pts: int, time_base: Fraction, frame_bgr: np.ndarray) -> list[float]:
+        """Feed one frame (any size; ~256 px wide is PySceneDetect's own choice)."""
+        # Timestamps relative to the first frame, as our frame times are.
+        if self._last is None:
+            self._t0_pts = pts - int(round(time_s / time_base))
+        timecode = self._timecode(pts, time_base, self._t0_pts)
+        self._last = timecode
+        return [tc.seconds for tc in self._detector.process_frame(timecode, frame_bgr)]
+
+    def finish(self) -> list[float]:
+        """Cuts the detector still holds back at the end of the video."""
+        if self._last is None:
+            return []
+        return [tc.seconds for tc in self._detector.post_process(self._last)]

@@ -1,0 +1,231 @@
+"""Probe and decode videos with FFmpeg (through PyAV).
+
+One decode per video: every frame is downscaled once for shot detection, and frames at the
+sampling rate are also kept at analysis size for the detectors. Frames come out upright (the
+container's rotation applied) and timed in seconds from their timestamps, so variable frame
+rate files need no special case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+log = logging.getLogger("vidpipe")
+
+# A stream that keeps failing is given up on after this many undecodable packets in a row.
+MAX_CONSECUTIVE_DECODE_ERRORS = 50
+
+
+class VideoError(Exception):
+    """A file that cannot be processed; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What probing a file tells us. Width and height are as displayed (rotation applied)."""
+
+    path: Path
+    video_id: str
+    size_bytes: int
+    duration_s: float
+    fps: float  # average frame rate; frames are timed by their timestamps, not by this
+    width: int
+    height: int
+    rotation: int  # degrees clockwise applied to decoded frames to show them upright
+    has_audio: bool
+    codec: str
+
+
+@dataclass
+class DecodedFrame:
+    """One decoded frame: a small copy for shot detection, and for sampled frames an
+    analysis-size copy. `scale` maps analysis pixels back to source (displayed) pixels."""
+
+    index: int  # position in decode order
+    time_s: float
+    pts: int
+    time_base: Fraction
+    small: np.ndarray  # BGR uint8, ~`small_width` wide
+    image: np.ndarray | None  # BGR uint8, longest side <= max_side, only on sampled frames
+    scale: float
+
+
+def content_id(path: Path, chunk: int = 1 << 20) -> str:
+    """Identify a video by its bytes, so a renamed or moved file is still recognised."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise VideoError(f"cannot read file: {e.strerror}") from None
+    if size == 0:
+        raise VideoError("empty file (0 bytes)")
+    try:
+        return av.open(str(path), mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        raise VideoError(f"not a readable video: FFmpeg says {_one_line(e)}") from None
+
+
+def _rotation_of(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
+    """Clockwise degrees to turn decoded frames upright, read from the first frame's
+    display matrix (PyAV reports it counter-clockwise)."""
+    try:
+        for frame in container.decode(stream):
+            return int(round(-(frame.rotation or 0) / 90.0)) % 4 * 90
+    except av.error.FFmpegError:
+        return 0
+    return 0
+
+
+def probe(path: Path) -> VideoInfo:
+    """Duration, frame rate, size, rotation and audio presence; raises VideoError."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        if not container.streams.video:
+            kind = "audio-only file" if container.streams.audio else "no video stream"
+            raise VideoError(f"{kind}: nothing to look at")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
+            raise VideoError("video stream has no frame size (corrupt header?)")
+        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+        if stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        rotation = _rotation_of(container, stream)
+        if rotation in (90, 270):
+            width, height = height, width
+        return VideoInfo(
+            path=path,
+            video_id=content_id(path),
+            size_bytes=path.stat().st_size,
+            duration_s=duration,
+            fps=fps,
+            width=width,
+            height=height,
+            rotation=rotation,
+            has_audio=bool(container.streams.audio),
+            codec=stream.codec_context.name,
+        )
+    finally:
+        container.close()
+
+
+def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Size with the longest side at most `max_side`, never enlarged, even dimensions."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+
+
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    if rotation == 0:
+        return image
+    return np.ascontiguousarray(np.rot90(image, k=-rotation // 90))
+
+
+def decode(
+    info: VideoInfo,
+    *,
+    small_width: int = 256,
+    sample_fps: float = 4.0,
+    max_side: int = 640,
+    want_sample=None,
+) -> Iterator[DecodedFrame]:
+    """Stream frames of one video in display order with timestamps in seconds.
+
+    `want_sample(time_s) -> bool` lets the caller skip the analysis copy for frames it will
+    not look at (e.g. inside shots already too long to keep). Undecodable packets are skipped
+    with a warning; a stream that stays broken ends the video early (truncated files).
+    """
+    container = _open(info.path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # FFmpeg's frame+slice threads
+        # Sizes before rotation: rotation happens after the (cheap) downscale.
+        src_w, src_h = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+        # PySceneDetect's own downscale (longest side / 256, no smoothing): same cuts as its CLI.
+        factor = max(1.0, max(src_w, src_h) / small_width)
+        small_size = (max(1, round(src_w / factor)), max(1, round(src_h / factor)))
+        analysis_size = _fit(src_w, src_h, max_side)
+        scale = max(src_w, src_h) / max(analysis_size)
+        period = 1.0 / sample_fps if sample_fps > 0 else math.inf
+        next_sample = 0.0 if sample_fps > 0 else math.inf
+        index = 0
+        errors = 0
+        t0: float | None = None
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as e:
+                log.warning("%s: demuxing stopped at frame %d: %s", info.path.name, index, _one_line(e))
+                break
+            try:
+                frames = packet.decode()
+                errors = 0
+            except av.error.FFmpegError as e:
+                errors += 1
+                if errors == 1:
+                    log.warning("%s: skipping undecodable data near frame %d: %s", info.path.name, index, _one_line(e))
+                if errors >= MAX_CONSECUTIVE_DECODE_ERRORS:
+                    log.warning("%s: too many decode errors, stopping at frame %d", info.path.name, index)
+                    break
+                continue
+            for frame in frames:
+                if frame.pts is None or frame.time_base is None:
+                    continue
+                t = float(frame.pts * frame.time_base)
+                if t0 is None:
+                    t0 = t  # streams may start at a non-zero timestamp
+                t -= t0
+                small = frame.reformat(
+                    width=small_size[0], height=small_size[1], format="bgr24", interpolation="FAST_BILINEAR"
+                ).to_ndarray()
+                image = None
+                if t + 1e-6 >= next_sample:
+                    next_sample = (math.floor((t + 1e-6) / period) + 1) * period
+                    if want_sample is None or want_sample(t):
+                        image = frame.reformat(
+                            width=analysis_size[0], height=analysis_size[1], format="bgr24"
+                        ).to_ndarray()
+                        image = _upright(image, info.rotation)
+                yield DecodedFrame(
+                    index=index,
+                    time_s=t,
+                    pts=int(frame.pts),
+                    time_base=Fraction(frame.time_base),
+                    small=_upright(small, info.rotation),
+                    image=image,
+                    scale=scale,
+                )
+                index += 1
+        if index == 0:
+            raise VideoError("no decodable video frames (corrupt or truncated file)")
+    finally:
+        container.close()
