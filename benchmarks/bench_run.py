@@ -161,11 +161,11 @@ def targets(rows: list[Row], flat: tuple[Row, Row] | None, markdown: bool) -> st
         worst = max(ok, key=lambda r: r.run.wall_s / r.decode.wall_s)
         lines.append(f"{b}whole run within {DECODE_TARGET:g}x decode-only time: total wall/decode = {ratio:.1f}x "
                      f"(worst file {worst.name}: {worst.run.wall_s / worst.decode.wall_s:.1f}x) -> {verdict}")
+    else:
+        lines.append(f"{b}whole run within {DECODE_TARGET:g}x decode-only time: no successful run -> FAIL")
     for r in rows:
         if r.run.rc:
             lines.append(f"{sub}FAILED {r.name} (rc={r.run.rc}): {r.run.err}")
-    else:
-        lines.append(f"{b}whole run within {DECODE_TARGET:g}x decode-only time: no successful run -> FAIL")
     lines.append(f"{b}peak memory flat in video length (peak MB by duration, same command):")
     for r in sorted(ok, key=lambda r: r.video_s):
         lines.append(f"{sub}{r.video_s:7.1f} s  {r.run.peak_mb:7.0f} MB  {r.name}")
