@@ -81,14 +81,11 @@ TABLES = tuple(SCHEMAS)
 # The `videos` file marks a video done, so it is published after every other table.
 COMMIT_ORDER = tuple(t for t in TABLES if t != "videos") + ("videos",)
 
-
 def table_dir(out: Path, table: str) -> Path:
     return Path(out) / table
 
-
 def final_path(out: Path, table: str, video_id: str) -> Path:
     return table_dir(out, table) / f"{video_id}.parquet"
-
 
 class VideoWriter:
     """Collects one video's rows for every table and publishes them atomically on commit.
@@ -129,9 +126,11 @@ class VideoWriter:
             os.replace(self._tmp[table], final_path(self.out, table, self.video_id))
 
     def abort(self) -> None:
-        for table, writer in list(self._writers.items()):
+        """Drop everything written so far for this video."""
+        for writer in self._writers.values():
             writer.close()
         self._writers.clear()
+        self._buffers = {t: [] for t in TABLES}
         for tmp in self._tmp.values():
             tmp.unlink(missing_ok=True)
 
@@ -142,24 +141,28 @@ class VideoWriter:
         if exc_type is not None:
             self.abort()
 
-
 def remove_stale_temporaries(out: Path) -> None:
     """Temporary files of a killed run are never renamed into place; sweep them."""
     for table in TABLES:
         for tmp in table_dir(out, table).glob(".*.parquet.*.tmp"):
             tmp.unlink(missing_ok=True)
 
+@dataclass
+class FinishedVideo:
+    config_hash: str
+    status: str
+    error: str | None
 
-def finished_config(out: Path, video_id: str) -> str | None:
-    """The config hash a video was finished with, or None when it was not."""
+def finished(out: Path, video_id: str) -> FinishedVideo | None:
+    """How a video was finished before (config hash, status), or None when it was not."""
     path = final_path(out, "videos", video_id)
     if not path.exists():
         return None
     try:
-        return pq.read_table(path, columns=["config_hash"]).column(0)[0].as_py()
+        row = pq.read_table(path, columns=["config_hash", "status", "error"]).to_pylist()[0]
     except (pa.ArrowInvalid, OSError, IndexError):
         return None  # unreadable: redo it
-
+    return FinishedVideo(row["config_hash"], row["status"], row["error"])
 
 def read_table(out: str | Path, table: str) -> pd.DataFrame:
     """One table of a feature store as a pandas DataFrame (empty with the right columns
@@ -171,7 +174,6 @@ def read_table(out: str | Path, table: str) -> pd.DataFrame:
     if not files:
         return SCHEMAS[table].empty_table().to_pandas()
     return ds.dataset(files, format="parquet", schema=SCHEMAS[table]).to_table().to_pandas()
-
 
 @dataclass
 class Manifest:

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -153,14 +153,22 @@ def decode(
     small_width: int = 256,
     sample_fps: float = 4.0,
     max_side: int = 640,
-    want_sample=None,
+    want_sample: Callable[[float], bool] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> Iterator[DecodedFrame]:
     """Stream frames of one video in display order with timestamps in seconds.
 
     `want_sample(time_s) -> bool` lets the caller skip the analysis copy for frames it will
     not look at (e.g. inside shots already too long to keep). Undecodable packets are skipped
     with a warning; a stream that stays broken ends the video early (truncated files).
+    Warnings go to the log and to `on_warning` (one line each).
     """
+
+    def warn(message: str) -> None:
+        log.warning("%s: %s", info.path.name, message)
+        if on_warning is not None:
+            on_warning(message)
+
     container = _open(info.path)
     try:
         stream = container.streams.video[0]
@@ -184,7 +192,7 @@ def decode(
             except StopIteration:
                 break
             except av.error.FFmpegError as e:
-                log.warning("%s: demuxing stopped at frame %d: %s", info.path.name, index, _one_line(e))
+                warn(f"demuxing stopped at frame {index}: {_one_line(e)}")
                 break
             try:
                 frames = packet.decode()
@@ -192,9 +200,9 @@ def decode(
             except av.error.FFmpegError as e:
                 errors += 1
                 if errors == 1:
-                    log.warning("%s: skipping undecodable data near frame %d: %s", info.path.name, index, _one_line(e))
+                    warn(f"skipped undecodable data near frame {index}: {_one_line(e)}")
                 if errors >= MAX_CONSECUTIVE_DECODE_ERRORS:
-                    log.warning("%s: too many decode errors, stopping at frame %d", info.path.name, index)
+                    warn(f"too many decode errors, stopped at frame {index}")
                     break
                 continue
             for frame in frames:
