@@ -254,3 +254,15 @@ def test_dlib_same_person_closer(dlib_backend: DlibFaceBackend, shared: Path) ->
                  _main_face(dlib_backend, _img(shared, "face_recognition_misc/obama_small.jpg")))
     # dlib descriptors are not zero-centred: different people still sit near cosine 0.88
     assert same > max(others) + 0.05 and obama > max(others) + 0.05  # measured 0.999 / 0.974 vs <= 0.884
+
+
+def test_dlib_cnn_detector_path(shared: Path) -> None:
+    """The MMOD CNN detector ("auto" picks it on CUDA dlib builds) also runs on CPU, slowly."""
+    b = DlibFaceBackend(FacesConfig(), device="cpu", detector="cnn", upsample=0)
+    assert b.detector_kind == "cnn" and b.weight_files[-1].name == "mmod_human_face_detector.dat"
+    img = _img(shared, "face_recognition_misc/obama_small.jpg")  # 320x240: ~0.5 s on CPU
+    d = b.detect([img])[0]
+    assert len(d) == 1 and d.scores[0] > 0.5
+    _check_geometry(img, d)
+    with pytest.raises(ValueError, match="dlib detector must be auto, hog or cnn"):
+        DlibFaceBackend(FacesConfig(), detector="mmod")
