@@ -71,8 +71,10 @@ class DlibFaceBackend(FaceBackend):
 
     Quality: ``embed`` returns dlib's descriptor unchanged, and its L2 norm is what the
     quality column holds, but dlib's descriptor is nearly normalised by construction
-    (norms 1.31-1.70, sd 0.07 on celebrity5_train), so ranking faces by quality is weak
-    with this backend; prefer the SCRFD/ArcFace backend where ranking matters.
+    (norms 1.3-1.7, sd 0.07 on celebrity5_train), so ranking faces by quality is weak
+    with this backend: over blur/downscale variants of 24 celebrity5 faces, Spearman
+    correlation of the norm with cosine-to-the-clean-face is 0.40 (MobileFaceNet-128's raw
+    norm: 0.71). Prefer the SCRFD/ArcFace backend where ranking matters.
 
     Scores: sigmoid(2 x detector margin); ``det_threshold`` is mapped back to a margin, so
     0.5 is dlib's default operating point.
