@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 log = logging.getLogger("vidpipe")
 
@@ -69,6 +70,8 @@ def content_id(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, av.error.FFmpegError) and exc.strerror:
+        return exc.strerror  # without the errno and path FFmpegError's str() adds
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -83,7 +86,7 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as e:
-        raise VideoError(f"not a readable video: FFmpeg says {_one_line(e)}") from None
+        raise VideoError(f"not a readable video: {_one_line(e)}") from None
 
 
 def _rotation_of(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
@@ -180,6 +183,9 @@ def decode(
         small_size = (max(1, round(src_w / factor)), max(1, round(src_h / factor)))
         analysis_size = _fit(src_w, src_h, max_side)
         scale = max(src_w, src_h) / max(analysis_size)
+        # One swscale context per output size, reused for every frame (half the per-frame cost).
+        to_small, to_analysis = VideoReformatter(), VideoReformatter()
+        time_base: Fraction | None = None
         period = 1.0 / sample_fps if sample_fps > 0 else math.inf
         next_sample = 0.0 if sample_fps > 0 else math.inf
         index = 0
@@ -208,26 +214,28 @@ def decode(
             for frame in frames:
                 if frame.pts is None or frame.time_base is None:
                     continue
-                t = float(frame.pts * frame.time_base)
+                if time_base is None or time_base != frame.time_base:
+                    time_base = Fraction(frame.time_base)
+                t = float(frame.pts * time_base)
                 if t0 is None:
                     t0 = t  # streams may start at a non-zero timestamp
                 t -= t0
-                small = frame.reformat(
-                    width=small_size[0], height=small_size[1], format="bgr24", interpolation="FAST_BILINEAR"
+                small = to_small.reformat(
+                    frame, width=small_size[0], height=small_size[1], format="bgr24", interpolation="FAST_BILINEAR"
                 ).to_ndarray()
                 image = None
                 if t + 1e-6 >= next_sample:
                     next_sample = (math.floor((t + 1e-6) / period) + 1) * period
                     if want_sample is None or want_sample(t):
-                        image = frame.reformat(
-                            width=analysis_size[0], height=analysis_size[1], format="bgr24"
+                        image = to_analysis.reformat(
+                            frame, width=analysis_size[0], height=analysis_size[1], format="bgr24"
                         ).to_ndarray()
                         image = _upright(image, info.rotation)
                 yield DecodedFrame(
                     index=index,
                     time_s=t,
                     pts=int(frame.pts),
-                    time_base=Fraction(frame.time_base),
+                    time_base=time_base,
                     small=_upright(small, info.rotation),
                     image=image,
                     scale=scale,

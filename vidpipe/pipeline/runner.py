@@ -43,15 +43,17 @@ class VideoOutcome:
 
 
 class _ShotAccumulator:
-    """Collects the faces of the current shot and writes each shot when its end is known."""
+    """Holds the sampled frames of the current shot; when its end is known, judges it as a
+    clip, runs the face stage on kept clips only, and hands the rows to the writer.
+
+    At most `max_duration_s * sample_fps` frames are held (frames of longer shots are not
+    sampled), so memory is bounded by the longest clip, not by the video."""
 
     def __init__(self, info: VideoInfo, cfg: Config, stage: FaceStage, writer: VideoWriter):
         self.info, self.cfg, self.stage, self.writer = info, cfg, stage, writer
         self.start_s = 0.0
         self.index = 0
-        self.pending: list[DecodedFrame] = []  # sampled frames not yet through the face stage
-        self.faces: list[FrameFaces] = []  # faces of the current shot (and maybe the next)
-        self.sampled_times: list[float] = []
+        self.frames: list[DecodedFrame] = []  # sampled frames of the current shot (and maybe the next)
         self.clips: list[Clip] = []
         self.n_faces = 0
 
@@ -60,28 +62,22 @@ class _ShotAccumulator:
         return time_s - self.start_s <= self.cfg.clips.max_duration_s
 
     def add_frame(self, frame: DecodedFrame) -> None:
-        if frame.image is None:
-            return
-        self.pending.append(frame)
-        self.sampled_times.append(frame.time_s)
-        if len(self.pending) >= self.cfg.faces.batch_size:
-            self._run_faces()
+        if frame.image is not None:
+            self.frames.append(frame)
 
-    def _run_faces(self) -> None:
-        if self.pending:
-            self.faces.extend(self.stage(self.pending))
-            self.pending = []
+    def _faces(self, frames: list[DecodedFrame]) -> list[FrameFaces]:
+        batch = self.cfg.faces.batch_size
+        return [faces for i in range(0, len(frames), batch) for faces in self.stage(frames[i : i + batch])]
 
     def close_shot(self, end_s: float) -> None:
         if end_s <= self.start_s:
             return
-        self._run_faces()
         clip = judge_shot(self.info.video_id, self.index, self.start_s, end_s, self.cfg.clips)
-        inside = [f for f in self.faces if f.time_s < end_s]
-        self.faces = [f for f in self.faces if f.time_s >= end_s]
-        n_sampled = sum(1 for t in self.sampled_times if t < end_s)
-        self.sampled_times = [t for t in self.sampled_times if t >= end_s]
-        ranked = rank_faces(inside if clip.kept else [], self.cfg.faces.top_k, self.stage.backend.embedding_dim)
+        inside = [f for f in self.frames if f.time_s < end_s]
+        self.frames = [f for f in self.frames if f.time_s >= end_s]
+        n_sampled = len(inside)
+        faces = self._faces(inside) if clip.kept else []
+        ranked = rank_faces(faces, self.cfg.faces.top_k, self.stage.backend.embedding_dim)
         self.writer.add(
             "clips",
             [

