@@ -102,14 +102,31 @@ def find_videos(items: list[str]) -> list[Path]:
     return out
 
 
+def command(template: str, videos: list[Path], out: Path, extra: list[str]) -> list[str]:
+    """The command line for these videos: the {video} argument expands to every file."""
+    cmd: list[str] = []
+    for arg in shlex.split(template):
+        cmd += [str(v) for v in videos] if arg == "{video}" else [arg.replace("{out}", str(out))]
+    return cmd + extra
+
+
+def bench_whole(videos: list[Path], template: str, extra: list[str], base: Path) -> tuple[Run, Run]:
+    """All files in one process, as a user runs it, and the same command on no file
+    (interpreter start-up and model loading alone)."""
+    work = Path(tempfile.mkdtemp(prefix="whole-", dir=base))
+    empty = work / "no-videos"
+    empty.mkdir()
+    startup = timed(command(template, [empty], work / "startup", extra), log=work / "startup.log")
+    whole = timed(command(template, videos, work / "features", extra), log=work / "stderr.log")
+    return whole, startup
+
+
 def bench_one(video: Path, name: str, template: str, extra: list[str], base: Path) -> Row:
     """Decode-only time with ffmpeg, then the command on the same file in a fresh output folder."""
     video.read_bytes()  # warm the page cache so neither run pays for the disk
     decode = timed(["ffmpeg", "-nostdin", "-v", "error", "-i", str(video), "-f", "null", "-"])
     work = Path(tempfile.mkdtemp(prefix=f"{video.stem}-", dir=base))
-    cmd = [a.replace("{video}", str(video)).replace("{out}", str(work / "features")) for a in shlex.split(template)]
-    cmd += extra
-    run = timed(cmd, log=work / "stderr.log")
+    run = timed(command(template, [video], work / "features", extra), log=work / "stderr.log")
     return Row(name, duration_s(video), run, decode)
 
 
@@ -151,16 +168,19 @@ def table(rows: list[Row], markdown: bool) -> str:
     return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(c) for c in body])
 
 
-def targets(rows: list[Row], flat: tuple[Row, Row] | None, markdown: bool) -> str:
+def targets(rows: list[Row], flat: tuple[Row, Row] | None, whole: tuple[Run, Run], markdown: bool) -> str:
     ok = [r for r in rows if r.run.rc == 0]
     b, sub = ("- ", "  - ") if markdown else ("  ", "      ")
     lines = ["", "Targets (issue):"]
     if ok:
-        ratio = sum(r.run.wall_s for r in ok) / sum(r.decode.wall_s for r in ok)
-        verdict = "PASS" if ratio <= DECODE_TARGET and len(ok) == len(rows) else "FAIL"
-        worst = max(ok, key=lambda r: r.run.wall_s / r.decode.wall_s)
-        lines.append(f"{b}whole run within {DECODE_TARGET:g}x decode-only time: total wall/decode = {ratio:.1f}x "
-                     f"(worst file {worst.name}: {worst.run.wall_s / worst.decode.wall_s:.1f}x) -> {verdict}")
+        decode = sum(r.decode.wall_s for r in rows)
+        run, startup = whole
+        ratio = run.wall_s / decode
+        verdict = "PASS" if ratio <= DECODE_TARGET and run.rc == 0 and len(ok) == len(rows) else "FAIL"
+        lines.append(f"{b}whole run within {DECODE_TARGET:g}x decode-only time: all {len(rows)} files in one process "
+                     f"{run.wall_s:.2f} s (peak {run.peak_mb:.0f} MB) / decode {decode:.2f} s = {ratio:.1f}x -> {verdict}")
+        lines.append(f"{sub}of which start-up (interpreter, imports, model loading; no video): {startup.wall_s:.2f} s; "
+                     f"per-file rows above each pay it once: {(run.wall_s - startup.wall_s) / decode:.1f}x without it")
     else:
         lines.append(f"{b}whole run within {DECODE_TARGET:g}x decode-only time: no successful run -> FAIL")
     for r in rows:
@@ -227,13 +247,15 @@ def main(argv: list[str]) -> int:
             short = bench_one(prefix_copy(src, PREFIX_S, base), f"{longest.name} [first {PREFIX_S:g} s]",
                               args.cmd, extra, base)
             flat = (short, longest)
+        print("running all videos in one process ...", file=sys.stderr, flush=True)
+        whole = bench_whole(videos, args.cmd, extra, base)
     finally:
         if tmp:
             tmp.cleanup()
     cmd_shown = shlex.join(shlex.split(args.cmd) + extra).replace(sys.executable, "python")
     print(("`" + cmd_shown + "`" if args.markdown else "command: " + cmd_shown) + "\n")
     print(table(rows, args.markdown))
-    print(targets(rows, flat, args.markdown))
+    print(targets(rows, flat, whole, args.markdown))
     return 1 if any(r.run.rc for r in rows) else 0
 
 
