@@ -104,6 +104,16 @@ def test_second_run_skips_everything_and_changes_nothing(mixed_folder, mixed_run
         pd.testing.assert_frame_equal(frame, before[table])
 
 
+def test_parallel_workers_write_the_same_store(mixed_folder, mixed_run, tmp_path):
+    out, _, cfg = mixed_run
+    parallel = Config.from_dict(cfg.to_dict() | {"run": {"workers": 2}})
+    report = vidpipe.run([mixed_folder], tmp_path / "parallel", parallel, progress=False)
+    assert report.count("ok") == 3 and len(report.failed) == 3
+    got, want = sorted_tables(tmp_path / "parallel"), sorted_tables(out)
+    for table in want:
+        pd.testing.assert_frame_equal(got[table], want[table])
+
+
 def test_changed_config_redoes_videos(mixed_folder, mixed_run, tmp_path):
     out, _, cfg = mixed_run
     copy = tmp_path / "store"
