@@ -100,8 +100,9 @@ def _rotation_of(container: av.container.InputContainer, stream: av.video.stream
     return 0
 
 
-def probe(path: Path) -> VideoInfo:
-    """Duration, frame rate, size, rotation and audio presence; raises VideoError."""
+def probe(path: Path, video_id: str | None = None) -> VideoInfo:
+    """Duration, frame rate, size, rotation and audio presence; raises VideoError.
+    `video_id` saves hashing the file again when the caller already has it."""
     path = Path(path)
     container = _open(path)
     try:
@@ -124,7 +125,7 @@ def probe(path: Path) -> VideoInfo:
             width, height = height, width
         return VideoInfo(
             path=path,
-            video_id=content_id(path),
+            video_id=video_id or content_id(path),
             size_bytes=path.stat().st_size,
             duration_s=duration,
             fps=fps,

@@ -144,7 +144,7 @@ class VideoProcessor:
         info = None
         with VideoWriter(self.out, video_id) as writer:
             try:
-                info = probe(path)
+                info = probe(path, video_id)
                 self._analyse(info, writer, outcome, progress)
             except VideoError as e:
                 writer.abort()  # a failed video keeps only its `videos` row
