@@ -262,3 +262,9 @@ def test_killed_runs_resume_to_exactly_a_clean_run(shared, tmp_path):
     assert got["clips"].clip_id.is_unique
     for table in want:
         pd.testing.assert_frame_equal(got[table], want[table])
+
+
+@pytest.mark.parametrize("command", ["run", "weights", "train", "predict", "eval"])
+def test_every_job_is_a_subcommand_with_help(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0 and "Usage: main " + command in result.output.replace("vidpipe", "main")

@@ -44,6 +44,9 @@ def main() -> None:
     Typical use:
       vidpipe run videos/ --out features/     shots -> 1-30 s clips -> faces -> feature store
       vidpipe weights list                    which pretrained models are found, and where
+      vidpipe train --features features/ --labels labels.csv --out model/
+      vidpipe predict --features features/ --model model/ --submission sub.txt
+      vidpipe eval --submission sub.txt --gt val_gt.txt       mAP@100 as iQIYI-VID
     """
 
 
@@ -120,6 +123,9 @@ def run_cmd(inputs, out, config_file, device, workers, weights_dir, face_backend
     sys.exit(report.exit_code)
 
 
-from vidpipe.weights import weights_cli  # noqa: E402  (light: no model code)
+# Light imports: the model code (torch) loads inside the commands that need it.
+from vidpipe.models.cli import evaluate, predict, train  # noqa: E402
+from vidpipe.weights import weights_cli  # noqa: E402
 
-main.add_command(weights_cli)
+for command in (weights_cli, train, predict, evaluate):
+    main.add_command(command)
