@@ -103,8 +103,11 @@ def gather_frames(bank: FrameBank, idx: torch.Tensor, n: int, generator: torch.G
     device = bank.frames.device
     if len(bank.frames) == 0:
         return torch.zeros(len(idx_cpu), n, bank.dim, device=device)
-    x = bank.frames[rows.to(device)].float()
-    return x * (count > 0).to(device).view(-1, 1, 1)
+    x = torch.index_select(bank.frames, 0, rows.flatten().to(device)).view(len(idx_cpu), n, bank.dim).float()
+    absent = count == 0
+    if bool(absent.any()):
+        x[absent.to(device)] = 0.0
+    return x
 
 
 @dataclass
