@@ -243,7 +243,7 @@ def train(
         trainer = Trainer(model_cfg, train_cfg, device, seed=train_cfg.seed + 1000 * i)
         ckpt = mdir / "checkpoint.pt"
         if resume and ckpt.exists():
-            trainer.load_state(torch.load(ckpt, map_location=device, weights_only=False))
+            trainer.load_state(torch.load(ckpt, map_location="cpu", weights_only=True))  # RNG states stay on the CPU
             log(f"{member}: resumed after epoch {trainer.epoch}")
         member_data = device_data.subset(part) if len(part) < len(data) else device_data
         targets = all_targets[torch.from_numpy(part)].to(device)
