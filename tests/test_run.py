@@ -268,3 +268,20 @@ def test_killed_runs_resume_to_exactly_a_clean_run(shared, tmp_path):
 def test_every_job_is_a_subcommand_with_help(command):
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0 and "Usage: main " + command in result.output.replace("vidpipe", "main")
+
+
+def test_an_unexpected_failure_is_recorded_for_that_file_only(mixed_folder, tmp_path, monkeypatch):
+    from vidpipe.pipeline.faces import FaceStage
+
+    def broken(self, frames):
+        raise RuntimeError("model exploded\nsecond line")
+
+    monkeypatch.setattr(FaceStage, "__call__", broken)
+    cfg = Config()
+    cfg.faces.backend = "dlib"
+    report = vidpipe.run([mixed_folder / "good.mp4", mixed_folder / "empty.mp4"], tmp_path / "o", cfg, progress=False)
+    errors = {Path(o.path).name: o.error for o in report.failed}
+    assert errors["good.mp4"] == "unexpected RuntimeError: model exploded (see --log-level debug)"
+    assert "empty file" in errors["empty.mp4"]
+    videos = vidpipe.read_table(tmp_path / "o", "videos")
+    assert set(videos.status) == {"error"} and len(vidpipe.read_table(tmp_path / "o", "clips")) == 0

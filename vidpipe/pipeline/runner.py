@@ -146,7 +146,11 @@ class VideoProcessor:
             try:
                 info = probe(path, video_id)
                 self._analyse(info, writer, outcome, progress)
-            except VideoError as e:
+            except Exception as e:  # one bad file must not end the run (Ctrl-C still does)
+                if not isinstance(e, VideoError):
+                    log.debug("%s: unexpected failure", path, exc_info=True)
+                    first_line = (str(e).strip().splitlines() or [""])[0]
+                    e = VideoError(f"unexpected {type(e).__name__}: {first_line} (see --log-level debug)")
                 writer.abort()  # a failed video keeps only its `videos` row
                 outcome.status, outcome.error = "error", str(e)
                 outcome.n_clips = outcome.n_clips_kept = outcome.n_faces = 0
