@@ -168,15 +168,16 @@ def _degrade(crop: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
 def build_real_store(shared: Path, out: Path, rng: np.random.Generator) -> tuple[Path, dict[str, list[str]]]:
     """Embed degraded face photos, assemble clips, write a feature store + labels; returns gt."""
     import cv2
-    import insightface
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from insightface.utils import face_align
+
+    from vidpipe.backends.faces import load_face_backend
+    from vidpipe.backends.faces_onnx import align_face
+    from vidpipe.config import FacesConfig
 
     faces_dir = shared / "media" / "faces"
-    det = insightface.model_zoo.get_model(str(shared / "weights/face_det/scrfd_500m.onnx"))
-    rec = insightface.model_zoo.get_model(str(shared / "weights/face_rec/mobilefacenet_128d.onnx"))
-    rec.prepare(ctx_id=-1)
+    backend = load_face_backend(FacesConfig(backend="scrfd"), device="cpu", weights_dir=shared / "weights")
+    rec = backend.embedder  # the same detector, alignment and embedder as `vidpipe run`
     people = {}
     for folder in sorted([*faces_dir.glob("celebrity5_train/*"), *faces_dir.glob("deepface_ids/*")]):
         photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -190,13 +191,11 @@ def build_real_store(shared: Path, out: Path, rng: np.random.Generator) -> tuple
         img = cv2.imread(str(path))
         if img is None:
             return []
-        size = min(640, (max(img.shape[:2]) + 31) // 32 * 32)
-        det.prepare(ctx_id=-1, input_size=(size, size))
-        boxes, kps = det.detect(img)
-        if len(boxes) == 0:
+        det = backend.detect([img])[0]
+        if len(det) == 0:
             return []
-        order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-        return [face_align.norm_crop(img, kps[i], 112) for i in (order if all_faces else order[:1])]
+        order = np.argsort(-(det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1]))
+        return [align_face(img, det.landmarks[i]) for i in (order if all_faces else order[:1])]
 
     frames: list[tuple[str, int, str]] = []  # (identity or "0", photo id, kind)
     images: list[np.ndarray] = []

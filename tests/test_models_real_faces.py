@@ -12,29 +12,29 @@ from vidpipe.models.train import train
 
 
 def _embed(shared, photos):
-    insightface = pytest.importorskip("insightface")
-    cv2 = pytest.importorskip("cv2")
-    from insightface.utils import face_align
+    """Largest face of each photo, aligned, plus a blurred copy, embedded by the backend `vidpipe run` uses."""
+    import cv2
 
-    det = insightface.model_zoo.get_model(str(shared / "weights/face_det/scrfd_500m.onnx"))
-    rec = insightface.model_zoo.get_model(str(shared / "weights/face_rec/mobilefacenet_128d.onnx"))
-    rec.prepare(ctx_id=-1)
+    from vidpipe.backends.faces import load_face_backend
+    from vidpipe.backends.faces_onnx import align_face
+    from vidpipe.config import FacesConfig
+
+    backend = load_face_backend(FacesConfig(backend="scrfd"), device="cpu", weights_dir=shared / "weights")
     crops = []
     for path in photos:
         img = cv2.imread(str(path))
-        size = min(640, (max(img.shape[:2]) + 31) // 32 * 32)
-        det.prepare(ctx_id=-1, input_size=(size, size))
-        boxes, kps = det.detect(img)
-        if len(boxes):
-            i = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
-            crop = face_align.norm_crop(img, kps[i], 112)
+        det = backend.detect([img])[0]
+        if len(det):
+            i = int(np.argmax((det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])))
+            crop = align_face(img, det.landmarks[i])
             crops += [crop, cv2.GaussianBlur(crop, (9, 9), 0)]
-    return rec.get_feat(crops) if crops else np.zeros((0, 128), np.float32)
+    return backend.embedder.get_feat(crops) if crops else np.zeros((0, backend.embedding_dim), np.float32)
 
 
 def test_real_face_clips_are_identified(shared, tmp_path):
     rng = np.random.default_rng(0)
-    people = ["ben_afflek", "madonna", "mindy_kaling"]
+    # All five people and 8 test clips each: with 3 people x 4 clips the score swung 0.58-1.0 across seeds.
+    people = ["ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"]
     clips, rows, labels = [], [], {}
     test_truth = {}
     for person in people:
@@ -42,7 +42,7 @@ def test_real_face_clips_are_identified(shared, tmp_path):
         feats = _embed(shared, photos)
         assert len(feats) >= 8, person
         half = len(feats) // 2
-        for split, pool, n in (("train", feats[:half], 12), ("test", feats[half:], 4)):
+        for split, pool, n in (("train", feats[:half], 12), ("test", feats[half:], 8)):
             for _ in range(n):
                 cid = f"{person}_{split}_{len(clips)}"
                 pick = pool[rng.choice(len(pool), size=3)]
@@ -69,4 +69,4 @@ def test_real_face_clips_are_identified(shared, tmp_path):
     test = data.subset(np.flatnonzero(~is_train))
     predicted = np.array(model.classes)[model.predict_proba(test, frames=3).argmax(1)]
     accuracy = np.mean([p == test_truth[c] for c, p in zip(test.clip_ids, predicted)])
-    assert accuracy >= 0.75  # chance is 1/3 (1/4 with the noise class)
+    assert accuracy >= 0.75  # chance is 1/5 (1/6 with the noise class)
