@@ -26,7 +26,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -274,7 +273,7 @@ def real_part(args: argparse.Namespace, workdir: Path) -> None:
     train_set, test_set = data.subset(np.flatnonzero(is_train)), data.subset(np.flatnonzero(~is_train))
     test_set.labels = None
     base = cosine_baseline(train_set, test_set, gt)
-    print(f"\n### Real embeddings (shared face photos, SCRFD-500M + MobileFaceNet-128, degraded)\n")
+    print("\n### Real embeddings (shared face photos, SCRFD-500M + MobileFaceNet-128, degraded)\n")
     print(f"{len(gt)} identities, {len(train_set)} train / {len(test_set)} test clips (2–5 frames each, test frames all degraded, "
           f"distractor clips included), embedding took {embed_s:.0f} s.\n")
     print("| method | mAP@100 |\n|---|---|")

@@ -3,7 +3,6 @@
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from vidpipe.models.config import ModelConfig, TrainConfig
 from vidpipe.models.data import load_store, read_labels

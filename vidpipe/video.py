@@ -53,7 +53,7 @@ class DecodedFrame:
 
     index: int  # position in decode order
     time_s: float
-    pts: int
+    pts: int  # relative to the first frame, in `time_base` units: time_s == pts * time_base
     time_base: Fraction
     small: np.ndarray  # BGR uint8, ~`small_width` wide
     image: np.ndarray | None  # BGR uint8, longest side <= max_side, only on sampled frames
@@ -191,7 +191,7 @@ def decode(
         next_sample = 0.0 if sample_fps > 0 else math.inf
         index = 0
         errors = 0
-        t0: float | None = None
+        pts0: int | None = None
         packets = container.demux(stream)
         while True:
             try:
@@ -217,10 +217,10 @@ def decode(
                     continue
                 if time_base is None or time_base != frame.time_base:
                     time_base = Fraction(frame.time_base)
-                t = float(frame.pts * time_base)
-                if t0 is None:
-                    t0 = t  # streams may start at a non-zero timestamp
-                t -= t0
+                if pts0 is None:
+                    pts0 = frame.pts  # streams may start at a non-zero timestamp
+                pts = frame.pts - pts0
+                t = float(pts * time_base)
                 small = to_small.reformat(
                     frame, width=small_size[0], height=small_size[1], format="bgr24", interpolation="FAST_BILINEAR"
                 ).to_ndarray()
@@ -235,7 +235,7 @@ def decode(
                 yield DecodedFrame(
                     index=index,
                     time_s=t,
-                    pts=int(frame.pts),
+                    pts=pts,
                     time_base=time_base,
                     small=_upright(small, info.rotation),
                     image=image,

@@ -173,7 +173,7 @@ class VideoProcessor:
             on_warning=warnings.append,
         )
         for frame in frames:
-            for cut in shots.push(frame.time_s, frame.pts, frame.time_base, frame.small):
+            for cut in shots.push(frame.pts, frame.time_base, frame.small):
                 acc.close_shot(cut)
             acc.add_frame(frame)
             last_t = frame.time_s

@@ -32,17 +32,11 @@ class ShotDetector:
             raise ValueError(f"unknown shot detector {cfg.detector!r} (choose from {', '.join(DETECTORS)})")
         self._last: FrameTimecode | None = None
 
-    def _timecode(self, pts: int, time_base: Fraction, t0_pts: int) -> FrameTimecode:
-        return FrameTimecode(Timecode(pts=pts - t0_pts, time_base=time_base), self._fps)
-
-    def push(self, time_s: float, pts: int, time_base: Fraction, frame_bgr: np.ndarray) -> list[float]:
-        """Feed one frame (any size; ~256 px wide is PySceneDetect's own choice)."""
-        # Timestamps relative to the first frame, as our frame times are.
-        if self._last is None:
-            self._t0_pts = pts - int(round(time_s / time_base))
-        timecode = self._timecode(pts, time_base, self._t0_pts)
-        self._last = timecode
-        return [tc.seconds for tc in self._detector.process_frame(timecode, frame_bgr)]
+    def push(self, pts: int, time_base: Fraction, frame_bgr: np.ndarray) -> list[float]:
+        """Feed one frame (pts relative to the first frame; any size, ~256 px wide is
+        PySceneDetect's own choice)."""
+        self._last = FrameTimecode(Timecode(pts=pts, time_base=time_base), self._fps)
+        return [tc.seconds for tc in self._detector.process_frame(self._last, frame_bgr)]
 
     def finish(self) -> list[float]:
         """Cuts the detector still holds back at the end of the video."""
