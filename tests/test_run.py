@@ -52,8 +52,8 @@ def mixed_folder(tmp_path_factory) -> Path:
 def mixed_run(mixed_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("store")
     cfg = Config()
-    cfg.faces.backend = "dlib"  # weights from PyPI: runs without ../shared
-    report = vidpipe.run([mixed_folder], out, cfg, progress=False)
+    cfg.faces.detector = cfg.faces.embedder = "dlib"  # weights from PyPI: runs without ../shared
+    report = vidpipe.run([mixed_folder], out, cfg)
     return out, report, cfg
 
 
@@ -96,7 +96,7 @@ def test_second_run_skips_everything_and_changes_nothing(mixed_folder, mixed_run
     out, _, cfg = mixed_run
     before = sorted_tables(out)
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
-    report = vidpipe.run([mixed_folder], out, cfg, progress=False)
+    report = vidpipe.run([mixed_folder], out, cfg)
     assert report.count("skipped") == 6 and report.count("ok") == 0
     assert report.exit_code == 1  # the bad files are still bad
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == mtimes
@@ -107,7 +107,7 @@ def test_second_run_skips_everything_and_changes_nothing(mixed_folder, mixed_run
 def test_parallel_workers_write_the_same_store(mixed_folder, mixed_run, tmp_path):
     out, _, cfg = mixed_run
     parallel = Config.from_dict(cfg.to_dict() | {"run": {"workers": 2}})
-    report = vidpipe.run([mixed_folder], tmp_path / "parallel", parallel, progress=False)
+    report = vidpipe.run([mixed_folder], tmp_path / "parallel", parallel)
     assert report.count("ok") == 3 and len(report.failed) == 3
     got, want = sorted_tables(tmp_path / "parallel"), sorted_tables(out)
     for table in want:
@@ -119,7 +119,7 @@ def test_changed_config_redoes_videos(mixed_folder, mixed_run, tmp_path):
     copy = tmp_path / "store"
     shutil.copytree(out, copy)
     cfg2 = Config.from_dict(cfg.to_dict() | {"clips": {"min_duration_s": 0.5}})
-    report = vidpipe.run([mixed_folder / "good.mp4"], copy, cfg2, progress=False)
+    report = vidpipe.run([mixed_folder / "good.mp4"], copy, cfg2)
     assert report.count("ok") == 1
     clips = vidpipe.read_table(copy, "clips")
     assert (clips.status == "ok").sum() == (vidpipe.read_table(out, "clips").status == "ok").sum() + 1
@@ -161,7 +161,7 @@ def test_cli_missing_weights_is_one_line(tmp_path, mixed_folder, monkeypatch):
 
 
 def test_config_file_and_flags(tmp_path, mixed_folder):
-    (tmp_path / "cfg.toml").write_text('[clips]\nmin_duration_s = 0.5\n[faces]\nbackend = "dlib"\n')
+    (tmp_path / "cfg.toml").write_text('[clips]\nmin_duration_s = 0.5\n[faces]\ndetector = "dlib"\nembedder = "dlib"\n')
     result = CliRunner().invoke(main, ["run", str(mixed_folder / "good.mp4"), "--out", str(tmp_path / "o"), "-q",
                                        "--config", str(tmp_path / "cfg.toml"), "--max-clip", "2.5"])
     assert result.exit_code == 0, result.output
@@ -180,20 +180,19 @@ def hamilton_store(shared, tmp_path_factory):
     out = tmp_path_factory.mktemp("hamilton")
     cfg = Config()
     cfg.run.weights_dir = str(shared / "weights")
-    cfg.faces.backend = "scrfd"
-    report = vidpipe.run(shared / "media/videos/short_hamilton_clip.mp4", out, cfg, progress=False)
+    cfg.faces.detector, cfg.faces.embedder = "scrfd", "arcface"
+    report = vidpipe.run(shared / "media/videos/short_hamilton_clip.mp4", out, cfg)
     assert report.exit_code == 0
     return out, cfg
 
 
 def _photo_embedding(path: Path, cfg: Config) -> np.ndarray:
-    from vidpipe.backends.faces import load_face_backend
+    from vidpipe.pipeline.runner import config_backends
 
-    backend = load_face_backend(cfg.faces, device="cpu", weights_dir=cfg.run.weights_dir)
+    backends = config_backends(cfg)
     image = cv2.imread(str(path))
-    det = backend.detect([image])[0]
-    best = det.select(np.array([int(np.argmax(det.scores))]))
-    raw = backend.embed([image], [best])[0][0]
+    det = backends.get("face_detector").detect([image])
+    raw = backends.get("face_embedder").embed([image], det[int(np.argmax(det.confidence))])[0]
     return raw / np.linalg.norm(raw)
 
 
@@ -231,9 +230,13 @@ def test_manifest_names_config_and_weights(hamilton_store, shared):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["vidpipe_version"] == vidpipe.__version__
     assert manifest["config"]["clips"]["max_duration_s"] == 30.0
-    files = {Path(w["file"]).name: w["sha256"] for w in manifest["weights"]}
-    assert files["scrfd_500m.onnx"] == "5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a"
+    backends = manifest["stages"]["backends"]
+    assert backends["face_detector"]["name"] == "scrfd" and backends["face_embedder"]["name"] == "arcface"
+    files = {Path(w["file"]).name: w for b in backends.values() for w in b["weights"]}
+    assert files["scrfd_500m.onnx"]["sha256"] == "5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a"
+    assert "non-commercial" in files["scrfd_500m.onnx"]["licence"]
     assert "mobilefacenet_128d.onnx" in files
+    assert manifest["stages"]["order"] == ["faces"]
 
 
 def test_killed_runs_resume_to_exactly_a_clean_run(shared, tmp_path):
@@ -271,15 +274,15 @@ def test_every_job_is_a_subcommand_with_help(command):
 
 
 def test_an_unexpected_failure_is_recorded_for_that_file_only(mixed_folder, tmp_path, monkeypatch):
-    from vidpipe.pipeline.faces import FaceStage
+    from vidpipe.stages.faces import FaceStage
 
-    def broken(self, frames):
+    def broken(self, ctx):
         raise RuntimeError("model exploded\nsecond line")
 
-    monkeypatch.setattr(FaceStage, "__call__", broken)
+    monkeypatch.setattr(FaceStage, "process", broken)
     cfg = Config()
-    cfg.faces.backend = "dlib"
-    report = vidpipe.run([mixed_folder / "good.mp4", mixed_folder / "empty.mp4"], tmp_path / "o", cfg, progress=False)
+    cfg.faces.detector = cfg.faces.embedder = "dlib"
+    report = vidpipe.run([mixed_folder / "good.mp4", mixed_folder / "empty.mp4"], tmp_path / "o", cfg)
     errors = {Path(o.path).name: o.error for o in report.failed}
     assert errors["good.mp4"] == "unexpected RuntimeError: model exploded (see --log-level debug)"
     assert "empty file" in errors["empty.mp4"]
