@@ -46,6 +46,7 @@ VIDEOS_SCHEMA = pa.schema([
     ("n_clips", pa.int32()),
     ("n_clips_kept", pa.int32()),
     ("stages", pa.list_(pa.string())),  # the stages run on its kept clips
+    ("timings", pa.map_(pa.string(), pa.float64())),  # wall s per part (decode, shots, each stage, write) + model s
     ("config_hash", pa.string()),  # analysis config + backends + weights: what decides resume
     ("vidpipe_version", pa.string()),
 ])

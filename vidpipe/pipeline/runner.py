@@ -117,6 +117,8 @@ class _ShotAccumulator:
                 ctx.found = Detections.merge([ctx.found[~replaced], result.found])
             ctx.searched.update(result.searched)
             ctx.fields.update(result.fields)
+            if result.record is not None:
+                ctx.records[stage.name] = result.record
             for table, rows in result.rows.items():
                 self.clock.timed("write", lambda: self.writer.add(table, rows))
             if result.reject:
@@ -230,13 +232,14 @@ class VideoProcessor:
                 writer.abort()  # a failed video keeps only its `videos` row
                 outcome.status, outcome.error = "error", str(e)
                 outcome.n_clips = outcome.n_clips_kept = 0
+            model_s1, calls1 = self.pipeline.model_stats()
+            outcome.model_seconds = model_s1 - model_s0
+            outcome.model_calls = {t: n - calls0.get(t, 0) for t, n in calls1.items()}
+            outcome.timings = dict(clock.seconds)  # up to here; the final write is not in the row
             writer.add("videos", [self._video_row(path, video_id, info, outcome)])
             clock.timed("write", writer.commit)
+            outcome.timings = dict(clock.seconds)
             outcome.rows = {t: n for t, n in writer.rows.items() if t != "videos"}
-        model_s1, calls1 = self.pipeline.model_stats()
-        outcome.model_seconds = model_s1 - model_s0
-        outcome.model_calls = {t: n - calls0.get(t, 0) for t, n in calls1.items()}
-        outcome.timings = dict(clock.seconds)
         return outcome
 
     def _analyse(self, info: VideoInfo, writer: VideoWriter, outcome: VideoOutcome, clock: _Clock, progress) -> None:
@@ -288,6 +291,7 @@ class VideoProcessor:
             n_clips=outcome.n_clips,
             n_clips_kept=outcome.n_clips_kept,
             stages=[s.name for s in self.pipeline.stages],
+            timings={**outcome.timings, "model": outcome.model_seconds} if outcome.status == "ok" else None,
             config_hash=self.config_hash,
             vidpipe_version=__version__,
         )

@@ -74,6 +74,9 @@ class ClipContext:
     found: Detections = field(default_factory=Detections.empty)
     searched: dict[int, str] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)
+    # Typed records that are not boxes, by the name of the stage that made them (e.g. the
+    # clip's 16 kHz audio and speech regions): later stages read them, nothing stores them.
+    records: dict[str, Any] = field(default_factory=dict)
 
     @property
     def images(self) -> list[np.ndarray]:
@@ -98,6 +101,7 @@ class StageResult:
     searched: dict[int, str] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)  # values of the stage's clip_columns
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # table -> columns
+    record: Any = None  # put in ClipContext.records under the stage's name
     reject: str | None = None  # the clip is rejected for this reason; later stages skip it
 
 
