@@ -291,3 +291,89 @@ def test_an_unexpected_failure_is_recorded_for_that_file_only(mixed_folder, tmp_
     assert "empty file" in errors["empty.mp4"]
     videos = vidpipe.read_table(tmp_path / "o", "videos")
     assert set(videos.status) == {"error"} and len(vidpipe.read_table(tmp_path / "o", "clips")) == 0
+
+
+def test_clip_times_are_on_the_presentation_timeline_ffmpeg_seeks_in(hamilton_store, shared):
+    """short_hamilton_clip.mp4's video starts 0.844 s after its audio: `ffmpeg -ss start_s`
+    shows exactly the frame vidpipe took as each clip's first (on the old first-frame clock
+    every cut was 0.85 s early)."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not on PATH")
+    from vidpipe.video import decode, probe
+
+    out, _ = hamilton_store
+    path = shared / "media/videos/short_hamilton_clip.mp4"
+    videos = vidpipe.read_table(out, "videos")
+    assert videos.start_time_s[0] == pytest.approx(0.008005, abs=1e-6)
+    assert videos.video_start_s[0] == pytest.approx(0.844014, abs=1e-6) and videos.audio_start_s[0] == 0.0
+    clips = vidpipe.read_table(out, "clips").sort_values("start_s")
+    assert clips.start_s.iloc[0] == pytest.approx(videos.video_start_s[0])
+    wanted = {round(s, 6) for s in clips.start_s}
+    ours = {round(f.time_s, 6): f.image for f in decode(probe(path), sample_fps=1000) if round(f.time_s, 6) in wanted}
+    assert set(ours) == wanted
+    for start in clips.start_s:
+        raw = subprocess.run(["ffmpeg", "-v", "error", "-ss", f"{start:.6f}", "-i", str(path), "-frames:v", "1",
+                              "-f", "rawvideo", "-pix_fmt", "bgr24", "-"], capture_output=True, check=True).stdout
+        theirs = np.frombuffer(raw, np.uint8).reshape(360, 640, 3)
+        assert np.abs(ours[round(start, 6)].astype(int) - theirs).mean() < 1.0, start
+
+
+# ---------------------------------------------------------------- inputs a user really has
+
+
+def test_cover_art_audio_file_is_reported_as_audio(tmp_path):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not on PATH")
+    song = tmp_path / "song.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=d=2", "-f", "lavfi", "-i", "color=red:s=64x64:d=1",
+                    "-map", "0", "-map", "1", "-c:v", "mjpeg", "-disposition:v", "attached_pic", "-frames:v", "1",
+                    str(song)], check=True)
+    report = vidpipe.run(song, tmp_path / "o", Config())
+    assert report.failed[0].error == "audio file (its only picture is cover art): nothing to look at"
+
+
+def test_dangling_symlink_is_reported_and_the_run_goes_on(tmp_path, mixed_folder):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    os.symlink(tmp_path / "gone.mp4", videos / "gone.mp4")
+    os.symlink(mixed_folder / "good.mp4", videos / "good.mp4")
+    cfg = Config()
+    cfg.set("pipeline.stages", [])  # nothing but shots and clips: this test is about inputs
+    report = vidpipe.run(videos, tmp_path / "o", cfg)
+    errors = {Path(o.path).name: o.error for o in report.failed}
+    assert errors == {"gone.mp4": f"dangling symbolic link to {tmp_path / 'gone.mp4'}"}
+    assert report.count("ok") == 1
+
+
+def test_every_path_of_the_same_bytes_is_recorded(tmp_path, mixed_folder):
+    videos = tmp_path / "videos"
+    (videos / "copy").mkdir(parents=True)
+    shutil.copy(mixed_folder / "good.mp4", videos / "a.mp4")
+    shutil.copy(mixed_folder / "good.mp4", videos / "copy" / "b.mp4")
+    cfg = Config()
+    cfg.faces.detector = cfg.faces.embedder = "dlib"
+    report = vidpipe.run(videos, tmp_path / "o", cfg)
+    assert sorted(o.status for o in report.outcomes) == ["ok", "skipped"]
+    paths = vidpipe.read_table(tmp_path / "o", "paths")
+    assert sorted(Path(p).name for p in paths.path) == ["a.mp4", "b.mp4"] and paths.video_id.nunique() == 1
+    assert len(vidpipe.read_table(tmp_path / "o", "videos")) == 1  # the video itself once
+
+
+def test_two_runs_on_one_store_never_do_the_same_video_twice(tmp_path, mixed_folder):
+    """Two `vidpipe run` processes over the same videos: each video is analysed once (a
+    per-video lock; the second process waits, then finds it done)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i, seconds in enumerate([[2.0, 1.5], [1.5, 2.5], [3.0], [2.0, 2.0]]):
+        make_video(videos / f"v{i}.mp4", seconds)
+    out = tmp_path / "o"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "vidpipe", "run", str(videos), "--out", str(out), "--face-backend", "dlib",
+           "--log-level", "info"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    summaries = [line for log in logs for line in log.splitlines() if "processed," in line]
+    processed = sum(int(s.split(" processed")[0].split()[-1]) for s in summaries)
+    assert processed == 4, summaries  # 4 videos, analysed once between the two runs
+    assert len(vidpipe.read_table(out, "videos")) == 4

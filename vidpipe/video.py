@@ -148,10 +148,12 @@ def probe(path: Path, video_id: str | None = None) -> VideoInfo:
             duration = container.duration / av.time_base
         else:
             duration = 0.0
-        start = container.start_time / av.time_base if container.start_time is not None else 0.0
         video_start = _start_s(stream.start_time, stream.time_base)
         audio = container.streams.audio[0] if container.streams.audio else None
         audio_start = _start_s(audio.start_time, audio.time_base) if audio is not None else None
+        # The container's start is the earliest stream's (FFmpeg rounds it to microseconds).
+        starts = [t for t in (video_start, audio_start) if t is not None]
+        start = min(starts) if starts else (container.start_time or 0) / av.time_base
         rotation = _rotation_of(container, stream)
         if rotation in (90, 270):
             width, height = height, width
