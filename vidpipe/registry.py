@@ -11,15 +11,13 @@ inside their factories so that listing choices stays fast.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import pkgutil
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
 
+from vidpipe.util import load_plugins
 from vidpipe.weights import WeightsNotFound, resolve
 
 log = logging.getLogger("vidpipe")
@@ -73,19 +71,9 @@ def register(task: str, name: str, *, auto: int | None = None, summary: str = ""
 
 def _load_plugins() -> None:
     global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import vidpipe.backends as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_") and info.name != "base":
-            importlib.import_module(f"{pkg.__name__}.{info.name}")
-    for ep in entry_points(group="vidpipe.backends"):
-        try:
-            ep.load()
-        except Exception as e:  # a broken plug-in must not break vidpipe
-            log.warning("backend plug-in %s failed to load: %s", ep.name, e)
+    if not _loaded:
+        _loaded = True
+        load_plugins("vidpipe.backends", "vidpipe.backends", skip=("base",))
 
 
 def specs(task: str) -> dict[str, BackendSpec]:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import logging
 import os
+import pkgutil
 import tempfile
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Iterator
 
@@ -52,3 +56,17 @@ def fit_within(width: int, height: int, max_side: int, even: bool = False) -> tu
     else:
         w, h = max(1, round(width * scale)), max(1, round(height * scale))
     return w, h, scale
+
+
+def load_plugins(package: str, group: str, skip: tuple[str, ...] = ()) -> None:
+    """Import every public module of `package` (they register themselves) and every
+    entry point of `group` (third-party plug-ins). A broken plug-in is logged, not fatal."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_") and info.name not in skip:
+            importlib.import_module(f"{package}.{info.name}")
+    for ep in entry_points(group=group):
+        try:
+            ep.load()
+        except Exception as e:
+            logging.getLogger("vidpipe").warning("plug-in %s (%s) failed to load: %s", ep.name, group, first_line(e))

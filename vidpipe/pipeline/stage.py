@@ -18,18 +18,15 @@ there automatically) or come from the `vidpipe.stages` entry-point group.
 
 from __future__ import annotations
 
-import importlib
-import logging
-import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from vidpipe.backends.base import Detections
+from vidpipe.util import load_plugins
 
 if TYPE_CHECKING:
     from vidpipe.config import Config
@@ -37,7 +34,6 @@ if TYPE_CHECKING:
     from vidpipe.registry import Backends
     from vidpipe.video import VideoInfo
 
-log = logging.getLogger("vidpipe")
 
 F32_LIST = pa.list_(pa.float32())
 
@@ -160,16 +156,7 @@ def stage_classes() -> dict[str, type[Stage]]:
     global _loaded
     if not _loaded:
         _loaded = True
-        import vidpipe.stages as pkg
-
-        for info in pkgutil.iter_modules(pkg.__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{pkg.__name__}.{info.name}")
-        for ep in entry_points(group="vidpipe.stages"):
-            try:
-                ep.load()
-            except Exception as e:  # a broken plug-in must not break vidpipe
-                log.warning("stage plug-in %s failed to load: %s", ep.name, e)
+        load_plugins("vidpipe.stages", "vidpipe.stages")
     return dict(sorted(_STAGES.items(), key=lambda kv: kv[1].order))
 
 
