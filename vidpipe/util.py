@@ -58,6 +58,18 @@ def fit_within(width: int, height: int, max_side: int, even: bool = False) -> tu
     return w, h, scale
 
 
+def shrink(image, max_side: int):
+    """(image with its longest side at most `max_side`, never enlarged; the scale applied).
+    INTER_AREA: the right filter for shrinking."""
+    import cv2
+
+    h, w = image.shape[:2]
+    nw, nh, scale = fit_within(w, h, max_side)
+    if scale >= 1.0:
+        return image, 1.0
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA), scale
+
+
 def load_plugins(package: str, group: str, skip: tuple[str, ...] = ()) -> None:
     """Import every public module of `package` (they register themselves) and every
     entry point of `group` (third-party plug-ins). A broken plug-in is logged, not fatal."""

@@ -10,18 +10,15 @@ per 640 px frame without upsampling and 60-80 ms with it; the ResNet descriptor 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import math
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from vidpipe.backends.base import FACE, Detections, Detector, FaceEmbedder
 from vidpipe.registry import BackendContext, register
-
-log = logging.getLogger("vidpipe")
+from vidpipe.util import shrink
 
 # Detector margins -> [0, 1]: score = sigmoid(SCORE_GAIN * margin). dlib's default
 # operating point (margin 0) maps to 0.5, the default det_threshold; margin 1 -> 0.88.
@@ -146,9 +143,7 @@ class DlibFaceDetector(Detector):
         parts = []
         for i, img in enumerate(images):
             h, w = img.shape[:2]
-            scale = min(1.0, self.max_side / max(h, w))
-            small = img if scale >= 1.0 else cv2.resize(
-                img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+            small, scale = shrink(img, self.max_side)
             rgb = _rgb(small)
             rects, margins = self.timed(lambda: self._find(rgb))
             if not rects:

@@ -19,23 +19,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from vidpipe.backends._onnx import onnx_providers, session_options
 from vidpipe.backends.base import FACE, Detections, Detector
 from vidpipe.registry import BackendContext, register
+from vidpipe.util import shrink
 
 STRIDE = 32  # SCRFD's coarsest feature stride: input sides must be multiples of it
 
 
 def detector_input(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     """(image shrunk to long side <= max_side and zero-padded to multiples of 32, scale)."""
-    h, w = img.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    if scale < 1.0:
-        img = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
-                         interpolation=cv2.INTER_AREA)
+    img, scale = shrink(img, max_side)
     h2, w2 = img.shape[:2]
     ph, pw = -(-h2 // STRIDE) * STRIDE, -(-w2 // STRIDE) * STRIDE
     if (ph, pw) != (h2, w2):
