@@ -64,3 +64,18 @@ def test_config_survives_pickling_for_worker_processes():
     cfg.set("faces.top_k", 7)
     again = pickle.loads(pickle.dumps(cfg))
     assert again == cfg and again.faces.top_k == 7
+
+
+def test_config_command_prints_a_file_that_loads_back(tmp_path):
+    from click.testing import CliRunner
+
+    from vidpipe.cli import main
+
+    r = CliRunner().invoke(main, ["config", "--set", "faces.top_k=8", "--set", "clips.require_major_character=false"])
+    assert r.exit_code == 0, r.output
+    (tmp_path / "c.toml").write_text(r.output)
+    cfg = Config.load(tmp_path / "c.toml")
+    assert cfg.faces.top_k == 8 and cfg.clips.require_major_character is False and cfg.run.weights_dir is None
+    assert cfg == Config.from_dict(cfg.to_dict())
+    bad = CliRunner().invoke(main, ["config", "--set", "faces.top_k=lots"])
+    assert bad.exit_code == 2 and "faces.top_k must be an integer" in bad.output

@@ -270,7 +270,7 @@ def test_killed_runs_resume_to_exactly_a_clean_run(shared, tmp_path):
         pd.testing.assert_frame_equal(got[table], want[table])
 
 
-@pytest.mark.parametrize("command", ["run", "weights", "train", "predict", "eval"])
+@pytest.mark.parametrize("command", ["run", "config", "backends", "weights", "train", "predict", "eval"])
 def test_every_job_is_a_subcommand_with_help(command):
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0 and "Usage: main " + command in result.output.replace("vidpipe", "main")

@@ -45,6 +45,7 @@ def main() -> None:
     Typical use:
       vidpipe run videos/ --out features/     shots -> 1-30 s clips -> one major character
                                               -> faces, heads, bodies, audio -> feature store
+      vidpipe config > vidpipe.toml           every setting with its default, to edit
       vidpipe backends                        which models each task can use, and the stages
       vidpipe weights list                    which pretrained models are found, and where
       vidpipe train --features features/ --labels labels.csv --out model/
@@ -55,11 +56,12 @@ def main() -> None:
 
 def _register() -> None:
     from vidpipe.cli.backends import backends_cmd
+    from vidpipe.cli.config import config_cmd
     from vidpipe.cli.run import run_cmd
     from vidpipe.cli.weights import weights_cli
     from vidpipe.models.cli import evaluate, predict, train
 
-    for command in (run_cmd, backends_cmd, weights_cli, train, predict, evaluate):
+    for command in (run_cmd, config_cmd, backends_cmd, weights_cli, train, predict, evaluate):
         main.add_command(command)
 
 
