@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from vidpipe.config import Config
+from vidpipe.devices import with_device_batches
 from vidpipe.executors import get_executor, threads_per_worker
 from vidpipe.pipeline.runner import Pipeline, VideoOutcome, VideoProcessor
 from vidpipe.ranges import MergeTask, RangeTask, merge_ranges, plan_spans, process_range
@@ -106,7 +107,7 @@ def _build_worker(cfg: Config, out: Path) -> Callable:
         import torch
 
         torch.set_num_threads(cfg.run.threads)
-    return functools.partial(_work, VideoProcessor(Pipeline.build(cfg), out, cfg.run.split_s))
+    return functools.partial(_work, VideoProcessor(Pipeline.build(with_device_batches(cfg)), out, cfg.run.split_s))
 
 
 def _ray_options(cfg: Config, pipeline: Pipeline) -> dict:
@@ -166,7 +167,7 @@ def run(
             on_result(outcome)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    pipeline = Pipeline.build(cfg)
+    pipeline = Pipeline.build(with_device_batches(cfg))
     pipeline.manifest().write(out)
 
     busy: list[Path] = []

@@ -185,10 +185,12 @@ class Config:
 
     def analysis_dict(self) -> dict[str, Any]:
         """The part of the config that changes the tables (decides what to redo): every
-        section but `run`, and of the stages' sections only the active ones."""
+        section but `run`, and of the stages' sections only the active ones, without their
+        `batch_size` (chosen per device: it changes speed, not rows)."""
         active = set(self.stage_names())
         d = self.to_dict()
-        return {k: v for k, v in d.items() if k != "run" and (k in CORE_SECTIONS or k in active)}
+        return {k: {key: value for key, value in v.items() if key != "batch_size"} for k, v in d.items()
+                if k != "run" and (k in CORE_SECTIONS or k in active)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
