@@ -2,9 +2,11 @@
 
 The decode loop streams frames: each frame feeds the shot detector; sampled frames of the
 current shot are held until its end is known. Then the shot is judged as a clip and, when
-kept, handed to the configured stages in order; their rows go to the store writer. Nothing
-grows with video length: at most one shot's sampled frames are held (frames of shots
-already longer than any kept clip are not even sampled). The runner knows no stage by
+kept, handed to the configured stages in order; their rows go to the store writer. The
+decode loop runs on its own thread, a bounded number of shots ahead of the stages, so the
+models never wait for the decoder. Nothing grows with video length: a few shots' sampled
+frames at most are held (of a shot longer than any kept clip, only its first frames). A
+long video may be processed in time ranges (`vidpipe.ranges`). The runner knows no stage by
 name: it loops over `Stage` objects and applies their `StageResult`s.
 """
 
