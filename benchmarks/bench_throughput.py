@@ -210,11 +210,11 @@ def fmt_table(head: list[str], body: list[list[str]], markdown: bool) -> str:
     return "\n".join([line(head), "  ".join("-" * w for w in widths), *map(line, body)])
 
 
-def report(runs: list[Run], decode_s: float, long_runs: list[Run], markdown: bool) -> str:
+def report(runs: list[Run], decode_s: float, scan: Run | None, long_runs: list[Run], markdown: bool) -> str:
     out = []
     one = {r.executor: r for r in runs if r.workers == 1 and not r.usage.rc}
     head = ["run", "wall s", "video h/h", "speed-up", "efficiency", "CPU s", "CPU/(wall x cores)",
-            "peak MB/worker", "wall/decode"]
+            "core-h/video-h", "peak MB/worker", "wall/decode"]
     body = []
     for r in runs:
         if r.usage.rc:
@@ -224,13 +224,20 @@ def report(runs: list[Run], decode_s: float, long_runs: list[Run], markdown: boo
         speedup = r.video_h_per_h / base.video_h_per_h if base else float("nan")
         body.append([r.name, f"{r.usage.wall_s:.1f}", f"{r.video_h_per_h:.2f}",
                      f"{speedup:.2f}", f"{speedup / r.workers:.0%}", f"{r.usage.cpu_s:.1f}",
-                     f"{r.usage.cpu_s / (r.usage.wall_s * CORES):.0%}", f"{r.usage.peak_mb:.0f}",
+                     f"{r.usage.cpu_s / (r.usage.wall_s * CORES):.0%}", f"{r.usage.cpu_s / r.video_s:.3f}",
+                     f"{r.usage.peak_mb:.0f}",
                      f"{r.usage.wall_s / decode_s:.1f}"])
     out.append(fmt_table(head, body, markdown))
     out.append(f"\n(video h/h = hours of video per hour of wall time, start-up included; speed-up against one "
-               f"worker of the same executor, efficiency = speed-up / workers; {CORES} cores; "
+               f"worker of the same executor, efficiency = speed-up / workers; core-h/video-h = CPU hours of the "
+               f"whole process tree per hour of video; {CORES} cores; "
                f"decode-only (ffmpeg -f null) {decode_s:.1f} s for all videos)")
 
+    if scan is not None and not scan.usage.rc:
+        out.append(f"\nThe scan alone (decode + shot detection + write; every clip rejected, so no stage runs; "
+                   f"one worker): {scan.usage.cpu_s / scan.video_s:.3f} core-h/video-h, {scan.video_h_per_h:.1f} video h/h, "
+                   f"wall/decode {scan.usage.wall_s / decode_s:.1f} — the part that stays on the CPU when models "
+                   f"run on a GPU.")
     parts = sorted({p for r in runs for p in r.timings} - {"model"}, key=lambda p: (p not in ("decode", "shots"), p))
     if parts:
         out.append("\nStage breakdown (wall seconds per video-hour, summed over workers; decode and shots run "
@@ -276,12 +283,13 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--videos", nargs="+", help="video files or folders (default: four ~30 s videos from ../shared)")
     p.add_argument("--runs", default="processes:1,processes:2,ray:1,ray:2",
-                   help="EXECUTOR:WORKERS,... (default: %(default)s)")
+                   help="EXECUTOR:WORKERS,... ('' for none: the long videos alone; default: %(default)s)")
     p.add_argument("--long-source", default=str(VIDEOS / "short_hamilton_clip.mp4"),
                    help="video looped into the long ones (default: %(default)s)")
     p.add_argument("--long-hours", type=float, default=2.0, help="the long video (default: %(default)s h)")
     p.add_argument("--short-minutes", type=float, default=10.0, help="the short one it is compared with (default: 10)")
     p.add_argument("--no-long", action="store_true", help="skip the long-video memory runs")
+    p.add_argument("--no-scan", action="store_true", help="skip the run without stages (decode + shots alone)")
     p.add_argument("--out", help="keep every run's store and stderr.log here (default: a temporary folder)")
     p.add_argument("--markdown", action="store_true", help="tables as markdown")
     head, tail = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
@@ -316,10 +324,12 @@ def main(argv: list[str]) -> int:
             v.read_bytes()  # page cache warm for every run alike
         print("decode-only ...", file=sys.stderr, flush=True)
         decode_s = sum(timed(["ffmpeg", "-nostdin", "-v", "error", "-i", str(v), "-f", "null", "-"]).wall_s for v in videos)
+        video_s = sum(duration_s(v) for v in videos)
         runs = []
-        for spec in args.runs.split(","):
+        for spec in filter(None, args.runs.split(",")):
             executor, _, workers = spec.partition(":")
             runs.append(bench(f"{executor}:{workers}", videos, executor, int(workers or 1), extra, base))
+        scan = None if args.no_scan else bench("scan:1", videos, "processes", 1, [*extra, "--max-clip", "0"], base)
         long_runs = []
         if not args.no_long:
             source = Path(args.long_source)
@@ -334,8 +344,8 @@ def main(argv: list[str]) -> int:
             tmp.cleanup()
     shown = shlex.join(vidpipe_cmd([Path("VIDEOS")], Path("OUT"), "EXECUTOR", "N", extra)).replace(sys.executable, "python")
     print(("`" + shown + "`" if args.markdown else "command: " + shown) + f"  ({len(videos)} videos, "
-          f"{runs[0].video_s:.0f} s of video; load average {os.getloadavg()[0]:.1f} at the end)\n")
-    print(report(runs, decode_s, long_runs, args.markdown))
+          f"{video_s:.0f} s of video; load average {os.getloadavg()[0]:.1f} at the end)\n")
+    print(report(runs, decode_s, scan, long_runs, args.markdown))
     return 1 if any(r.usage.rc for r in runs + long_runs) else 0
 
 
