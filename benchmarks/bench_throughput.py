@@ -63,6 +63,7 @@ class Run:
     video_s: float
     timings: dict[str, float] = field(default_factory=dict)  # summed over the videos
     startup_s: float = 0.0  # the same command on no video: interpreter, imports, models, Ray
+    startup_cpu_s: float = 0.0
 
     @property
     def video_h_per_h(self) -> float:
@@ -73,6 +74,11 @@ class Run:
         """Without the start-up: what a long run approaches."""
         busy = self.usage.wall_s - self.startup_s
         return self.video_s / busy if busy > 0 else 0.0
+
+    @property
+    def core_h_per_video_h(self) -> float:
+        """CPU hours of the whole process tree per hour of video, start-up excluded."""
+        return (self.usage.cpu_s - self.startup_cpu_s) / self.video_s
 
 
 def _proc_table() -> dict[int, tuple[int, float, float]]:
@@ -206,8 +212,9 @@ def bench(name: str, videos: list[Path], executor: str, workers: int, extra: lis
         print(f"  {name}: rc={usage.rc}: {usage.err}", file=sys.stderr)
     timings = store_timings(work / "features") if usage.rc == 0 else {}
     (work / "none").mkdir()
-    startup = timed(vidpipe_cmd([work / "none"], work / "startup", executor, workers, extra)).wall_s
-    return Run(name, executor, workers, usage, sum(duration_s(v) for v in videos), timings, startup)
+    startup = timed(vidpipe_cmd([work / "none"], work / "startup", executor, workers, extra))
+    return Run(name, executor, workers, usage, sum(duration_s(v) for v in videos), timings, startup.wall_s,
+               startup.cpu_s)
 
 
 def fmt_table(head: list[str], body: list[list[str]], markdown: bool) -> str:
@@ -234,19 +241,19 @@ def report(runs: list[Run], decode_s: float, scan: Run | None, long_runs: list[R
         body.append([r.name, f"{r.usage.wall_s:.1f}", f"{r.video_h_per_h:.2f}", f"{r.startup_s:.1f}",
                      f"{r.steady_h_per_h:.2f}",
                      f"{speedup:.2f}", f"{speedup / r.workers:.0%}", f"{r.usage.cpu_s:.1f}",
-                     f"{r.usage.cpu_s / (r.usage.wall_s * CORES):.0%}", f"{r.usage.cpu_s / r.video_s:.3f}",
+                     f"{r.usage.cpu_s / (r.usage.wall_s * CORES):.0%}", f"{r.core_h_per_video_h:.3f}",
                      f"{r.usage.peak_mb:.0f}",
                      f"{r.usage.wall_s / decode_s:.1f}"])
     out.append(fmt_table(head, body, markdown))
     out.append(f"\n(video h/h = hours of video per hour of wall time, start-up included; start-up = the same "
                f"command on an empty folder; speed-up (start-up excluded) against one worker of the same executor, "
                f"efficiency = speed-up / workers; core-h/video-h = CPU hours of the "
-               f"whole process tree per hour of video; {CORES} cores; "
+               f"whole process tree per hour of video, start-up excluded; {CORES} cores; "
                f"decode-only (ffmpeg -f null) {decode_s:.1f} s for all videos)")
 
     if scan is not None and not scan.usage.rc:
         out.append(f"\nThe scan alone (decode + shot detection + write; every clip rejected, so no stage runs; "
-                   f"one worker): {scan.usage.cpu_s / scan.video_s:.3f} core-h/video-h, {scan.video_h_per_h:.1f} video h/h, "
+                   f"one worker): {scan.core_h_per_video_h:.3f} core-h/video-h, {scan.video_h_per_h:.1f} video h/h, "
                    f"wall/decode {scan.usage.wall_s / decode_s:.1f} — the part that stays on the CPU when models "
                    f"run on a GPU.")
     parts = sorted({p for r in runs for p in r.timings} - {"model"}, key=lambda p: (p not in ("decode", "shots"), p))
@@ -286,7 +293,8 @@ def report(runs: list[Run], decode_s: float, scan: Run | None, long_runs: list[R
                    f"{FLAT:.0%}) -> {'PASS' if grow <= FLAT else 'FAIL'}")
         for r in long_runs:
             out.append(f"{b}  {r.name}: {r.video_s / 3600:.2f} h of video in {r.usage.wall_s / 3600:.2f} h = "
-                       f"{r.video_h_per_h:.2f} video h/h, CPU {r.usage.cpu_s / (r.usage.wall_s * CORES):.0%}")
+                       f"{r.video_h_per_h:.2f} video h/h, CPU {r.usage.cpu_s / (r.usage.wall_s * CORES):.0%}, "
+                       f"{r.core_h_per_video_h:.3f} core-h/video-h")
     elif long_runs:
         out.append(f"{b}peak memory per worker: a long run failed -> FAIL")
     return "\n".join(out)
