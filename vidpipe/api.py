@@ -18,7 +18,7 @@ from vidpipe.config import Config
 from vidpipe.devices import with_device_batches
 from vidpipe.executors import get_executor, threads_per_worker
 from vidpipe.pipeline.runner import Pipeline, VideoOutcome, VideoProcessor
-from vidpipe.ranges import MergeTask, RangeTask, merge_ranges, plan_spans, process_range
+from vidpipe.ranges import MergeTask, RangeTask, may_split, merge_ranges, process_range
 from vidpipe.store import read_table, remove_stale_temporaries
 
 log = logging.getLogger("vidpipe")
@@ -131,7 +131,7 @@ def _executor(cfg: Config, files: list[Path], pipeline: Pipeline):
         return get_executor("ray", run.workers, **_ray_options(cfg, pipeline))
     if run.executor == "serial" or run.workers <= 1 or not files:
         return None
-    if len(files) == 1 and not (run.split_s > 0 and plan_spans(files[0], "", cfg, run.split_s)):
+    if len(files) == 1 and not may_split(files[0], cfg, run.split_s):
         return None
     return get_executor(run.executor, run.workers)
 

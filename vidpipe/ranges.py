@@ -81,16 +81,26 @@ def _watch_lead_s(cfg: ShotsConfig, fps: float, window: int) -> float:
     return cfg.min_scene_len_s + (2 * window + 3) * frame_s + 1.0
 
 
+def _long(info: VideoInfo, cfg: Config, split_s: float) -> bool:
+    return split_s > 0 and cfg.shots.detector == "adaptive" and info.duration_s >= SPLIT_FACTOR * split_s
+
+
+def may_split(path: Path, cfg: Config, split_s: float) -> bool:
+    """Whether the video is long enough to be split (a quick look: no keyframes read)."""
+    try:
+        return _long(probe(path, ""), cfg, split_s)
+    except (VideoError, OSError):
+        return False
+
+
 def plan_spans(path: Path, video_id: str, cfg: Config, split_s: float) -> list[Span] | None:
     """The time ranges of a long video, about `split_s` each, or None to process it whole
     (short, unreadable — the whole run then says why —, no timestamps, content detector)."""
-    if cfg.shots.detector != "adaptive":
+    if split_s <= 0:
         return None
     try:
         info = probe(path, video_id)
-        if info.duration_s < SPLIT_FACTOR * split_s:
-            return None
-        found = keyframes(info)
+        found = keyframes(info) if _long(info, cfg, split_s) else None
     except (VideoError, OSError):
         return None
     if found is None:

@@ -214,7 +214,7 @@ class VideoProcessor:
             done = finished(self.out, video_id)
             if done is not None and done.config_hash == self.config_hash:
                 return VideoOutcome(str(path), video_id, "skipped", error=done.error)
-            spans = plan_spans(path, video_id, self.cfg, self.split_s) if self.split_s > 0 else None
+            spans = plan_spans(path, video_id, self.cfg, self.split_s)
             if spans:
                 return VideoOutcome(str(path), video_id, "split", spans=spans)
             outcome = self.process_into(path, video_id, progress)
