@@ -14,7 +14,6 @@ from synth import make_video
 from vidpipe import devices
 from vidpipe.config import Config, ConfigError
 from vidpipe.pipeline.ahead import run_ahead
-from vidpipe.pipeline.runner import Pipeline
 
 
 @pytest.fixture
@@ -48,7 +47,7 @@ def test_batches_are_bigger_on_a_gpu_and_do_not_change_the_config_hash(cuda):
     assert cfg.faces.batch_size == 32  # the caller's config is left alone
     cfg.faces.batch_size = 5  # set by the user: kept
     assert devices.with_device_batches(cfg).faces.batch_size == 5
-    assert Pipeline.build(gpu).config_hash() == Pipeline.build(cfg).config_hash()
+    assert gpu.analysis_dict() == cfg.analysis_dict()  # what the config hash is made of
 
 
 def test_run_ahead_keeps_order_and_stays_within_its_bound():
@@ -92,7 +91,7 @@ def test_run_ahead_raises_the_producers_error_and_stops_it_when_the_consumer_sto
 
 
 def test_decoding_ahead_gives_the_same_store(tmp_path):
-    video = make_video(tmp_path / "v.mp4", [2.0, 0.6, 3.0, 1.4], audio=True)
+    video = make_video(tmp_path / "v.mp4", [1.5, 0.6, 2.0], audio=True)
     stores = []
     for ahead in (0, 2):
         cfg = Config()
