@@ -31,6 +31,7 @@ long videos are processed whole. A killed run resumes range by range.
 from __future__ import annotations
 
 import bisect
+import ctypes
 import dataclasses
 import json
 import logging
@@ -43,11 +44,12 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from vidpipe.config import Config, ShotsConfig
 from vidpipe.pipeline.clips import clip_id
 from vidpipe.pipeline.shots import ShotDetector
-from vidpipe.store import VideoLock, VideoWriter, finished, iter_batches, table_files
+from vidpipe.store import VideoLock, VideoWriter, finished, table_files
 from vidpipe.util import atomic_write_text
 from vidpipe.video import DecodedFrame, DecodeStart, VideoError, VideoInfo, keyframes, probe
 
@@ -290,6 +292,7 @@ def merge_ranges(processor: "VideoProcessor", task: MergeTask) -> "VideoOutcome"
             return VideoOutcome(task.path, task.video_id, "skipped", error=done.error)  # another run merged it
         records = [_read_record(processor, task.video_id, i) for i in range(task.count)]
         problem = _check(records)
+        _return_freed_memory()
         if problem is None:
             outcome = _merge(processor, path, task.video_id, records)
         else:
@@ -301,6 +304,16 @@ def merge_ranges(processor: "VideoProcessor", task: MergeTask) -> "VideoOutcome"
         lock.release()
     outcome.seconds = time.perf_counter() - started + sum(r["seconds"] for r in records if r is not None)
     return outcome
+
+
+def _return_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc). The merge's Arrow buffers
+    come from Arrow's own allocator: without this they would stack on top of what decoding
+    the ranges freed, and a worker's peak memory would grow with the video's length."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _read_record(processor: "VideoProcessor", video_id: str, index: int) -> dict[str, Any] | None:
@@ -325,10 +338,11 @@ def _merge(processor: "VideoProcessor", path: Path, video_id: str, records: list
         for index, record in enumerate(records):
             part = _part(processor.out, video_id, processor.config_hash, index)
             for table in processor.schemas:
-                if table == "videos" or not table_files(part, table):
+                if table == "videos":
                     continue
-                for batch in iter_batches(part, table):
-                    writer.add(table, _renumber(pa.Table.from_batches([batch]), video_id, offset))
+                for file in table_files(part, table):  # in writer-sized batches: memory flat in video length
+                    for batch in pq.ParquetFile(file).iter_batches(batch_size=writer.flush_rows):
+                        writer.add(table, _renumber(pa.Table.from_batches([batch]), video_id, offset))
             offset += record["n_clips"]
             outcome.n_clips += record["n_clips"]
             outcome.n_clips_kept += record["n_clips_kept"]
