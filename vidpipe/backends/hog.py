@@ -4,8 +4,9 @@ the pip-only person detector, used when no ONNX person weights are found.
 Its window is 64x128, so people shorter than ~100 px are missed; frames are enlarged by
 `UPSCALE` first (measured on vtest frames, pedestrians 60-90 px tall: 1 of 5-6 found at
 1x, most at 2x; 120-200 ms per 640 px frame at 2x on 2 cores). Scores are the SVM margin
-through a sigmoid (margin 0 -> 0.5; real pedestrians score margins 1.5-4.8, false hits
-on furniture and faces 0.2-1.2), so the bodies' `det_threshold` keeps its meaning.
+through a sigmoid, shifted so that the bodies' default `det_threshold` (0.4) keeps
+margins >= 1.35: pedestrians on vtest score 1.2-4.8, false hits on close-up photos
+(a face, a shoulder, a chair) 0.5-1.3.
 OpenCV 5 moved HOG out of the main package; vidpipe pins opencv-python < 5.
 """
 
@@ -21,7 +22,7 @@ from vidpipe.registry import BackendContext, register
 from vidpipe.weights import WeightsNotFound
 
 UPSCALE = 2.0
-MARGIN_OFFSET = 1.0  # sigmoid(margin - 1): a margin of 1 (the false hits' upper end) scores 0.5
+MARGIN_OFFSET = 1.75  # score = sigmoid(margin - 1.75): det_threshold 0.4 keeps margins >= 1.35
 
 
 class HogPersonDetector(Detector):
