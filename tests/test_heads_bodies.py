@@ -48,6 +48,10 @@ def test_dancer_is_kept_with_head_and_body_embeddings_on_most_frames(dancer):
         assert len(rows) >= 0.8 * n and rows.frame_index.is_unique, name
         emb = np.stack(rows.embedding.to_numpy())
         assert emb.shape[1] == DIM and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    # The body row embeds the body, not the head of the same frame.
+    both = t["heads"].merge(t["bodies"], on="frame_index", suffixes=("_head", "_body"))
+    same_frame = [float(np.dot(h, b)) for h, b in zip(both.embedding_head, both.embedding_body)]
+    assert len(both) >= 0.8 * n and np.median(same_frame) < 0.8
     heads, bodies = (np.stack(t[n].bbox.to_numpy()) for n in ("heads", "bodies"))
     assert (bodies[:, 3] - bodies[:, 1]).mean() > 4 * (heads[:, 3] - heads[:, 1]).mean()  # a whole dancer, not a head
     assert bodies.max() <= 518 + 1  # source pixels of a 518x496 video

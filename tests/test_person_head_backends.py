@@ -101,7 +101,7 @@ def test_yolo_onnx_decodes_an_ultralytics_format_model(shared, tmp_path):
     reference = WholebodyDetector(shared / "weights" / WHOLEBODY).detect([img]).of_kind(HEAD)
     assert len(ours) == len(reference) == 2 and set(ours.kind) == {HEAD}
     a, r = ours.xyxy[np.argsort(ours.xyxy[:, 0])], reference.xyxy[np.argsort(reference.xyxy[:, 0])]
-    assert np.abs(a - r).max() < 0.05 * img.shape[1]  # letterbox vs stretch: the same heads
+    assert np.abs(a - r).max() < 0.015 * img.shape[1]  # letterbox vs stretch: the same heads (4.8 px apart)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="vidpipe[yolo] not installed")
@@ -121,6 +121,10 @@ def test_yolox_and_scrfd_person_find_the_people(shared):
         people = backends(shared, **{"bodies.detector": name}).get("person_detector").detect([img])
         assert len(people) == 2 and set(people.kind) == {PERSON}, name
         assert sorted(centres(people)[:, 0] < img.shape[1] / 2) == [False, True], name
+    # SCRFD person's coarsest stride is 128: a 640x446 frame must be padded to 640x512.
+    couple = backends(shared, **{"bodies.detector": "scrfd_person"}).get("person_detector").detect(
+        [image(shared, "multi_face/couple.jpg")])
+    assert len(couple) >= 1
 
 
 @pytest.fixture
