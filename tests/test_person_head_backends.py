@@ -13,7 +13,7 @@ from vidpipe import registry
 from vidpipe.backends.base import FACE, HEAD, PERSON, Detections
 from vidpipe.backends.person_face import combine
 from vidpipe.backends.wholebody import WholebodyDetector
-from vidpipe.config import Config
+from vidpipe.config import Config, ConfigError
 from vidpipe.pipeline.runner import config_backends
 from vidpipe.weights import ENV_CACHE, ENV_WEIGHTS
 
@@ -102,6 +102,9 @@ def test_yolo_onnx_decodes_an_ultralytics_format_model(shared, tmp_path):
     assert len(ours) == len(reference) == 2 and set(ours.kind) == {HEAD}
     a, r = ours.xyxy[np.argsort(ours.xyxy[:, 0])], reference.xyxy[np.argsort(reference.xyxy[:, 0])]
     assert np.abs(a - r).max() < 0.015 * img.shape[1]  # letterbox vs stretch: the same heads (4.8 px apart)
+    with pytest.raises(ConfigError, match="head class 15 is not among the 15 classes"):
+        backends(shared, **{"major_character.detector": "yolo_onnx", "major_character.model_path": str(tmp_path / "yolov9_heads.onnx"),
+                            "major_character.head_class": 15}).get("head_detector")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="vidpipe[yolo] not installed")

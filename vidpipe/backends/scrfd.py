@@ -60,7 +60,7 @@ class ScrfdFaceDetector(Detector):
         model = get_model(str(path), providers=onnx_providers(device), sess_options=session_options(threads),
                           static_shape_sessions=False)
         if not isinstance(model, SCRFD) or not model.use_kps:
-            raise ValueError(f"{path} is not an SCRFD face detector with landmarks")
+            raise ValueError(f"{path} is not an SCRFD detector with keypoints")
         self.name = "scrfd" if self.kind == FACE else "scrfd_person"
         self.model = model
         self.max_side, self.threshold = int(max_side), float(threshold)

@@ -115,6 +115,9 @@ class YoloOnnxDetector(Detector):
         self.size = (h if isinstance(h, int) else input_size, w if isinstance(w, int) else input_size)
         self.cls, self.kind, self.threshold = int(cls), kind, float(threshold)
         self.weight_files = [Path(path)]
+        out = self.session.get_outputs()[0].shape
+        if len(out) == 3 and all(isinstance(d, int) for d in out[1:]) and not 0 <= self.cls < min(out[1:]) - 4:
+            raise ConfigError(f"head class {self.cls} is not among the {min(out[1:]) - 4} classes of {Path(path).name}")
 
     def detect(self, images: Sequence[np.ndarray]) -> Detections:
         parts = []
@@ -124,8 +127,6 @@ class YoloOnnxDetector(Detector):
             out = self.timed(lambda: self.session.run(None, {self.input_name: x})[0][0])
             if out.shape[0] > out.shape[1]:  # [N, 4 + classes]: some exports put rows first
                 out = out.T
-            if not 0 <= self.cls < out.shape[0] - 4:
-                raise ConfigError(f"head class {self.cls} is not among the model's {out.shape[0] - 4} classes")
             score = out[4 + self.cls]
             keep = score >= self.threshold
             boxes = cxcywh_to_xyxy(out[:4, keep].T)
