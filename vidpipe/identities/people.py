@@ -34,8 +34,9 @@ class IdentifiedFace:
 
 
 def identify(photo: str | Path, db: str | Path, config: Config | None = None,
-             thresholds: Thresholds | None = None) -> list[IdentifiedFace]:
-    """Every face of `photo`, biggest first, matched against the gallery `db`."""
+             thresholds: Thresholds | None = None, encoder: FaceEncoder | None = None) -> list[IdentifiedFace]:
+    """Every face of `photo`, biggest first, matched against the gallery `db` (`encoder`:
+    backends already built from `config`, to identify many photos without reloading)."""
     from vidpipe.identities.encoder import read_image
 
     image = read_image(photo)
@@ -45,7 +46,7 @@ def identify(photo: str | Path, db: str | Path, config: Config | None = None,
         templates, saved, fingerprint = gallery.templates(), gallery.calibration, gallery.fingerprint
     if fingerprint is None or not templates.names:
         raise IdentitiesError(f"gallery {db} has no people with a usable face")
-    encoder = FaceEncoder(config)
+    encoder = encoder or FaceEncoder(config)
     if encoder.fingerprint != fingerprint:
         raise IdentitiesError(f"gallery {db} was made with {fingerprint.describe()}, but photos would be embedded "
                               f"with {encoder.fingerprint.describe()}: use the gallery's face backend and weights")
