@@ -315,16 +315,20 @@ def _video_id(out: Path, name: str) -> str:
     return videos[videos.path.str.endswith(name)].video_id.item()
 
 
-def test_unknown_people_listed_with_crops_and_named(library, tmp_path):
+def test_unknown_people_listed_with_crops_and_named(shared, encoder, library, tmp_path):
     out, db, report = library
     strangers = _video_id(out, "strangers.mp4")
     clips = vidpipe.read_table(out, "clips").query("video_id == @strangers and status == 'ok'").clip_id.tolist()
     assert len(clips) == 6
     people = unknown_people(out)
     assert sorted(p.clip_ids for p in people) == [clips[0::2], clips[1::2]] and report.clusters == 2
+    katy, zuck = (dominant(encoder.faces([photo(shared, f"deepface_ids/{p}")])[0]).embedding
+                  for p in ("id02/img44.jpg", "id05/img57.jpg"))  # photos not in the slideshow
     for p in people:
         crop = cv2.imread(str(p.crop))
         assert crop is not None and 40 <= max(crop.shape[:2]) <= 160
+        face = dominant(encoder.faces([crop])[0])  # the crop shows the cluster's person
+        assert face is not None and (face.embedding @ katy > face.embedding @ zuck) == (p.clip_ids == clips[0::2])
     listing = CliRunner().invoke(main, ["people", "unknown", "-o", str(out)])
     assert listing.exit_code == 0 and all(str(p.crop) in listing.output for p in people)
     katy = next(p for p in people if p.clip_ids == clips[0::2])

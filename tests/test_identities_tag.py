@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from vidpipe.cli import main
-from vidpipe.identities import Gallery, IdentitiesError, TagOptions, read_identities, tag, timeline
+from vidpipe.identities import Gallery, IdentitiesError, TagOptions, read_identities, resolve, tag, timeline
 from vidpipe.identities.encoder import FACE_TASKS, Fingerprint
 from vidpipe.identities.cluster import ClusterOptions, read_clusters, stable_ids, unknown_people
 from vidpipe.identities.gallery import GalleryFace
@@ -183,11 +183,13 @@ def faces_of(tracks: list[tuple[int, list[int], float]]) -> ClipFaces:
 
 
 def test_faces_group_into_one_track_per_person():
-    # alice walks across the frame (boxes never overlap frame to frame), bob stays, carol
-    # leaves and comes back at another place: her two pieces are joined.
+    # alice walks across the frame (boxes never overlap frame to frame); bob stays and turns
+    # away in frames 2-3 (his face then matches his track badly, but the box is his); carol
+    # leaves and comes back at another place.
     faces = faces_of([(ALICE, [0, 1, 2, 3], 0), (BOB, [0, 1, 2, 3], 500), (CAROL, [0, 1], 900), (CAROL, [3], 200)])
     faces.bbox[:4, 0] = faces.bbox[:4, 0] + np.arange(4) * 120
     faces.bbox[:4, 2] = faces.bbox[:4, 0] + 50
+    faces.embedding[6:8] = unit(0.3 * E[BOB] + E[13])  # cosine 0.29 to bob's frontal face
     labels = group_faces(faces, link=0.5)
     assert labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
 
@@ -287,16 +289,17 @@ def test_min_cluster_size_is_respected(tmp_path):
 def test_timeline_merges_adjacent_clips_and_keeps_gaps(tmp_path):
     out = tmp_path / "store"
     write_store(out, {"v1": [person_clip(0.0, E[ALICE]), person_clip(2.0, E[ALICE]), person_clip(4.0, E[BOB]),
-                             person_clip(6.4, E[ALICE]), person_clip(9.0, E[ALICE])]})
+                             person_clip(6.4, E[ALICE]), person_clip(9.0, E[ALICE]), person_clip(11.3, E[ALICE])]})
     db = gallery_of(tmp_path / "g.db", {"alice": [E[ALICE]], "bob": [E[BOB]]})
     tag(out, db, OPTIONS)
     [video] = timeline(out)
     got = {p.identity: [(a.start_s, a.end_s, len(a.clip_ids)) for a in p.appearances] for p in video.people}
-    assert got == {"alice": [(0.0, 4.0, 2), (6.4, 8.4, 1), (9.0, 11.0, 1)], "bob": [(4.0, 6.0, 1)]}
+    # gaps: 0 (adjacent clips), 0.6 s (kept apart), 0.3 s (joined: under merge_gap_s = 0.5)
+    assert got == {"alice": [(0.0, 4.0, 2), (6.4, 8.4, 1), (9.0, 13.3, 2)], "bob": [(4.0, 6.0, 1)]}
     assert [p.identity for p in video.people] == ["alice", "bob"]  # most seen first
     csv = (out / "timeline.csv").read_text().splitlines()
     assert csv[0].startswith("video_id,path,identity,start_s,end_s") and len(csv) == 5
-    assert pd.read_json(out / "timeline.json").videos[0]["people"][0]["total_s"] == pytest.approx(8.0)
+    assert pd.read_json(out / "timeline.json").videos[0]["people"][0]["total_s"] == pytest.approx(10.3)
 
 
 def test_timeline_includes_the_fusion_models_predictions(dataset_store):
@@ -308,6 +311,16 @@ def test_timeline_includes_the_fusion_models_predictions(dataset_store):
     assert merged.set_index("clip_id").loc["v1-0003"].query("source == 'model'").identity.tolist() == ["carol"]
     people = {p.identity for p in timeline(out)[0].people}
     assert people == {"alice", "bob", "carol"}
+
+
+def test_each_clip_keeps_its_most_trusted_source():
+    rows = pd.DataFrame({
+        "clip_id": ["a", "a", "b", "b", "c", "c", "d"],
+        "identity": ["alice", "bob", "carol", "dave", "unknown", "erin", "0"],
+        "source": ["model", "gallery", "propagated", "model", "gallery", "propagated", "model"],
+    })
+    kept = resolve(rows).set_index("clip_id").identity.to_dict()
+    assert kept == {"a": "bob", "b": "dave", "c": "erin"}  # 'unknown' and the model's noise class '0' name nobody
 
 
 # ---------------------------------------------------------------- index
@@ -346,8 +359,9 @@ def one_line_error(result) -> str:
 def test_bad_input_is_one_line_and_writes_nothing(dataset_store, tmp_path):
     out, db = dataset_store
     runner = CliRunner()
-    empty = tmp_path / "empty.db"
-    Gallery.open(empty, create=True).close()
+    empty = gallery_of(tmp_path / "empty.db", {"alice": [E[ALICE]]})
+    with Gallery.open(empty) as g:
+        g.remove("alice")
     assert "has no people" in one_line_error(runner.invoke(main, ["tag", str(out), "--db", str(empty)]))
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"this is not SQLite\n" * 100)

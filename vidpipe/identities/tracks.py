@@ -5,11 +5,11 @@ faces (`faces.major`); when the rule did not run (`major` null), the clip's face
 grouped as below and the track with the most faces is the major character's.
 
 Library mode (rule off): every face is grouped into per-person tracks. Frames are taken in
-time order and each face joins the track it matches best (Hungarian assignment; a face
-joins when its cosine to the track's mean clears `link`, or when its box overlaps the
-track's last box by IoU >= 0.5 and the cosine is not negative: the same head, turned);
-two faces of one frame never share a track. Tracks that never meet in a frame and match
-each other are then merged (a person who leaves the frame and comes back).
+time order and each face joins the track it matches best (Hungarian assignment, so two
+faces of one frame never share a track). A face joins when its cosine to the track's mean
+clears `link`, or when its box overlaps the track's last box by IoU >= 0.5 and the cosine
+is not negative (the same head, turned away). Tracks never close: a person who leaves the
+frame and comes back joins their track again by the face.
 
 A track's template is the normalised mean of its `top_k` best faces by quality (iQIYI-VID
 §5.1 keeps the top 32), and its time range runs from its first face to one sampling period
@@ -74,7 +74,6 @@ def group_faces(faces: ClipFaces, link: float) -> np.ndarray:
     labels = np.full(n, -1, np.int64)
     sums: list[np.ndarray] = []
     last_box: list[np.ndarray] = []
-    frames: list[set[int]] = []
     order = np.lexsort((faces.bbox[:, 0], faces.frame_index))
     for frame in np.unique(faces.frame_index):
         idx = order[faces.frame_index[order] == frame]
@@ -92,44 +91,10 @@ def group_faces(faces: ClipFaces, link: float) -> np.ndarray:
                 t = len(sums)
                 sums.append(np.zeros(faces.embedding.shape[1], np.float64))
                 last_box.append(faces.bbox[i])
-                frames.append(set())
             labels[i] = t
             sums[t] += faces.embedding[i]
             last_box[t] = faces.bbox[i]
-            frames[t].add(int(frame))
-    return _merge(labels, sums, frames, link)
-
-
-def _merge(labels: np.ndarray, sums: list[np.ndarray], frames: list[set[int]], link: float) -> np.ndarray:
-    """Join tracks that never share a frame and match each other, biggest first."""
-    parent = list(range(len(sums)))
-    sums = [s.copy() for s in sums]
-    frames = [set(f) for f in frames]
-    merged = True
-    while merged:
-        merged = False
-        alive = sorted((t for t in range(len(sums)) if parent[t] == t), key=lambda t: -len(frames[t]))
-        for a_pos, a in enumerate(alive):
-            for b in alive[a_pos + 1 :]:
-                if frames[a] & frames[b]:
-                    continue
-                if float(normalise(sums[a]) @ normalise(sums[b])) >= link:
-                    parent[b], sums[a], frames[a] = a, sums[a] + sums[b], frames[a] | frames[b]
-                    merged = True
-                    break
-            if merged:
-                break
-
-    def root(t: int) -> int:
-        while parent[t] != t:
-            t = parent[t]
-        return t
-
-    roots = np.array([root(int(t)) for t in labels], np.int64)
-    # Renumber by first appearance: original ids were given in time, then left-to-right order.
-    groups = sorted(set(roots.tolist()), key=lambda r: int(labels[roots == r].min()))
-    renumber = {r: i for i, r in enumerate(groups)}
-    return np.array([renumber[int(r)] for r in roots], np.int64)
+    return labels
 
 
 def clip_tracks(faces: ClipFaces, library: bool, link: float) -> tuple[np.ndarray, int | None]:
