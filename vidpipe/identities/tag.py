@@ -152,7 +152,8 @@ class _Tagger:
             if not self.fresh and self.state.videos.get(vid) == config_hash and (tracks_dir / f"{vid}.parquet").exists():
                 continue
             mine = self.clips[self.clips.video_id == vid]
-            table = video_tracks(self.out / "faces" / f"{vid}.parquet", mine.end_s.to_dict(), vid, self.library,
+            spans = dict(zip(mine.index, zip(mine.start_s, mine.end_s)))
+            table = video_tracks(self.out / "faces" / f"{vid}.parquet", spans, vid, self.library,
                                  self.settings["link"], self.settings["top_k"], self.settings["period_s"])
             with atomic_path(tracks_dir / f"{vid}.parquet") as tmp:
                 pq.write_table(table, tmp)

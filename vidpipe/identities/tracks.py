@@ -13,7 +13,7 @@ frame and comes back joins their track again by the face.
 
 A track's template is the normalised mean of its `top_k` best faces by quality (iQIYI-VID
 §5.1 keeps the top 32), and its time range runs from its first face to one sampling period
-after its last, within the clip.
+after its last, snapped to the clip's cuts when within a period of them.
 """
 
 from __future__ import annotations
@@ -117,18 +117,22 @@ def clip_tracks(faces: ClipFaces, library: bool, link: float) -> tuple[np.ndarra
     return np.where(labels == major, 0, -1), 0
 
 
-def track_rows(clip_id: str, video_id: str, clip_end_s: float, faces: ClipFaces, labels: np.ndarray,
+def track_rows(clip_id: str, video_id: str, clip: tuple[float, float], faces: ClipFaces, labels: np.ndarray,
                major: int | None, top_k: int, period_s: float) -> list[dict]:
-    """One TRACKS_SCHEMA row per track."""
+    """One TRACKS_SCHEMA row per track. Faces are sampled every `period_s`, so a track
+    whose first (last) face is within one period of the clip's start (end) is taken to
+    run from (to) the cut, which is exact."""
     rows = []
     for t in range(int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0):
         idx = np.flatnonzero(labels == t)
         best = idx[np.argsort(-faces.quality[idx], kind="stable")]
         template = normalise(faces.embedding[best[:top_k]].mean(0))
-        start = float(faces.time_s[idx].min())
+        first, last = float(faces.time_s[idx].min()), float(faces.time_s[idx].max()) + period_s
+        start = clip[0] if first - clip[0] <= period_s else first
+        end = clip[1] if clip[1] - last <= period_s else last
         rows.append(dict(
             clip_id=clip_id, video_id=video_id, track=t, major=(t == major), start_s=start,
-            end_s=float(min(max(faces.time_s[idx].max() + period_s, start), clip_end_s)), n_faces=len(idx),
+            end_s=float(min(max(end, start), clip[1])), n_faces=len(idx),
             quality=float(faces.quality[best[0]]), best_frame_index=int(faces.frame_index[best[0]]),
             best_time_s=float(faces.time_s[best[0]]), best_bbox=faces.bbox[best[0]].astype(np.float32),
             embedding=template.astype(np.float32),
@@ -145,9 +149,10 @@ def list_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return flat.reshape(len(arr), -1)
 
 
-def video_tracks(faces_file: Path, clips: dict[str, float], video_id: str, library: bool, link: float,
+def video_tracks(faces_file: Path, clips: dict[str, tuple[float, float]], video_id: str, library: bool, link: float,
                  top_k: int, period_s: float) -> pa.Table:
-    """The tracks of one video from its `faces` file; `clips` maps each kept clip to its end."""
+    """The tracks of one video from its `faces` file; `clips` maps each kept clip to its
+    (start, end)."""
     table = pq.read_table(faces_file, columns=["clip_id", "frame_index", "time_s", "bbox", "quality",
                                                "embedding", "major"]) if faces_file.exists() else None
     rows: list[dict] = []
