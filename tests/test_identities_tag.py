@@ -20,7 +20,7 @@ from vidpipe.identities.gallery import GalleryFace
 from vidpipe.identities.index import FaceIndex, face_index
 from vidpipe.identities.match import Thresholds
 from vidpipe.identities.people import name_cluster
-from vidpipe.identities.propagate import PropagationOptions, Propagated, propagate
+from vidpipe.identities.propagate import propagate
 from vidpipe.identities.synthetic import SYNTHETIC_FINGERPRINT, SyntheticClip, SyntheticFace, write_store
 from vidpipe.identities.tracks import ClipFaces, group_faces
 
@@ -208,10 +208,10 @@ def test_propagation_majority_vote_inside_clothes_clusters():
     clips = ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L", "M"]
     bodies = np.stack([b[0], b[0], tilted, b[1], b[1], b[2], b[3], b[3], b[3], b[4], b[4], b[4], b[4]])
     labels = ["alice", "alice", None, "bob", None, None, "alice", "bob", None, "carol", "carol", "dave", None]
-    got = propagate(clips, bodies, labels, PropagationOptions(distance=0.3, min_share=0.5))
+    got = propagate(clips, bodies, labels, distance=0.3, min_share=0.5)
     assert got.keys() == {"C", "E", "M"}
     assert got["C"].identity == "alice" and got["C"].score == pytest.approx(1 / np.sqrt(1.04), abs=1e-6)
-    assert got["E"] == Propagated("bob", pytest.approx(1.0, abs=1e-6))
+    assert got["E"].identity == "bob" and got["E"].score == pytest.approx(1.0, abs=1e-6)
     assert got["M"].identity == "carol" and got["M"].score == pytest.approx(2 / 3, abs=1e-6)  # 2 of 3 votes
     # F: nobody labelled in its cluster; I: a tie between alice and bob
 
@@ -235,9 +235,37 @@ def test_tagging_propagates_inside_each_video_only(tmp_path):
     assert report.propagated == 2 and not report.notes
 
 
+def test_voice_propagates_where_clothes_say_nothing(tmp_path):
+    out = tmp_path / "store"
+    shirt, coat, hers, his = E[10], E[11], E[12], E[13]
+    write_store(out, {"v1": [
+        SyntheticClip(0.0, 2.0, person_clip(0.0, E[ALICE]).faces, [shirt], hers, True),
+        SyntheticClip(2.0, 4.0, [], [coat], unit(hers + 0.1 * E[14]), True),  # new clothes, her voice
+        SyntheticClip(4.0, 6.0, [], [coat], hers, False),  # her voice, but not the person on screen
+        SyntheticClip(6.0, 8.0, [], [shirt], his, True),  # her clothes, bob's voice: clothes come first
+        SyntheticClip(8.0, 10.0, person_clip(8.0, E[BOB]).faces, [E[15]], his, True),
+        SyntheticClip(10.0, 12.0, [], [shirt], E[6], True),  # inherits alice by clothes ...
+        SyntheticClip(12.0, 14.0, [], [E[7]], E[6], True),  # ... which does not vote: nothing to inherit
+    ]})
+    db = gallery_of(tmp_path / "g.db", {"alice": [E[ALICE]], "bob": [E[BOB]]})
+    report = tag(out, db, OPTIONS)
+    rows = read_identities(out).set_index("clip_id")
+    assert rows.identity.tolist() == ["alice", "alice", "unknown", "alice", "bob", "alice", "unknown"]
+    assert rows.source.tolist() == ["gallery", "propagated", "gallery", "propagated", "gallery", "propagated", "gallery"]
+    assert rows.score.iloc[1] == pytest.approx(1 / np.sqrt(1.01), abs=1e-5) and report.propagated == 3
+
+
+def test_tag_command_summary(dataset_store):
+    out, db = dataset_store
+    result = CliRunner().invoke(main, ["tag", str(out), "--db", str(db), "--threshold", "0.5", "--margin", "0.1",
+                                       "--min-cluster-size", "2", "--body-distance", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert "4 clips (dataset mode, threshold 0.500, margin 0.100): 2 named by face, 0 by clothes or voice" in result.output
+
+
 def test_no_bodies_table_is_said_not_hidden(dataset_store):
     out, db = dataset_store
-    assert any("no bodies table" in n for n in tag(out, db, OPTIONS).notes)
+    assert any("no bodies or audio table" in n for n in tag(out, db, OPTIONS).notes)
 
 
 # ---------------------------------------------------------------- unknown people

@@ -188,8 +188,10 @@ def gallery_calibrate(db, target_fpir, save) -> None:
               help="Fewest clips that make an unknown person.")
 @click.option("--body-distance", type=click.FloatRange(0, 2), default=0.3, show_default=True,
               help="Clothes clusters: cosine distance under which clips join (propagation).")
+@click.option("--voice-distance", type=click.FloatRange(0, 2), default=0.25, show_default=True,
+              help="Voice clusters: cosine distance under which clips join (propagation).")
 @_errors
-def tag_cmd(out, db, threshold, margin, min_cluster_size, body_distance) -> None:
+def tag_cmd(out, db, threshold, margin, min_cluster_size, body_distance, voice_distance) -> None:
     """Tag every kept clip of store OUT with the gallery's people.
 
     \b
@@ -201,13 +203,13 @@ def tag_cmd(out, db, threshold, margin, min_cluster_size, body_distance) -> None
     from vidpipe.identities.cluster import ClusterOptions
     from vidpipe.identities.propagate import PropagationOptions
 
-    options = TagOptions(threshold, margin, PropagationOptions(distance=body_distance),
-                         ClusterOptions(min_cluster_size=min_cluster_size))
+    options = TagOptions(threshold, margin, propagation=PropagationOptions(body_distance, voice_distance),
+                         clustering=ClusterOptions(min_cluster_size=min_cluster_size))
     r = tag(out, db, options)
     for note in r.notes:
         click.echo(note, err=True)
     click.echo(f"{r.clips} clips ({r.mode} mode, threshold {r.thresholds.threshold:.3f}, margin {r.thresholds.margin:.3f}): "
-               f"{r.named} named by face, {r.propagated} by clothes, {r.unknown} unknown; {r.clusters} unknown people; "
+               f"{r.named} named by face, {r.propagated} by clothes or voice, {r.unknown} unknown; {r.clusters} unknown people; "
                f"{r.rescored} of {r.tracks} face tracks matched now, {r.changed} clips changed -> {out / 'identities'}")
 
 

@@ -1,4 +1,4 @@
-"""A feature store made of given face (and body) embeddings, with no video behind it.
+"""A feature store made of given face (and body, voice) embeddings, with no video behind it.
 
 For tests with exact expectations and for benchmarks at sizes no shared video reaches: the
 tables have the real schemas (`videos`, `clips`, `faces`, optionally `bodies`) and the
@@ -37,6 +37,8 @@ class SyntheticClip:
     end_s: float
     faces: list[SyntheticFace] = field(default_factory=list)
     bodies: list[np.ndarray] = field(default_factory=list)  # body embeddings of the major person
+    voice: np.ndarray | None = None  # the clip's speaker embedding
+    voice_is_major: bool | None = None
 
 
 def write_store(out: str | Path, videos: dict[str, list[SyntheticClip]], library: bool = False,
@@ -52,10 +54,12 @@ def write_store(out: str | Path, videos: dict[str, list[SyntheticClip]], library
                 "stages": {"backends": SYNTHETIC_FINGERPRINT.to_dict()}}
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").write_text(json.dumps(manifest))
-    # The bodies stage's schema when it is registered, else the columns propagation reads.
-    bodies_schema = schemas.get("bodies") or pa.schema([*DETECTION_FIELDS, ("embedding", pa.list_(pa.float32()))])
+    f32_list = pa.list_(pa.float32())
+    bodies_schema = schemas.get("bodies") or pa.schema([*DETECTION_FIELDS, ("embedding", f32_list)])
+    audio_schema = schemas.get("audio") or pa.schema([("clip_id", pa.string()), ("video_id", pa.string()),
+                                                      ("voice_is_major", pa.bool_()), ("embedding", f32_list)])
     for vid, clips in videos.items():
-        clip_rows, face_cols, body_rows = [], {k: [] for k in schemas["faces"].names}, []
+        clip_rows, face_cols, body_rows, audio_rows = [], {k: [] for k in schemas["faces"].names}, [], []
         for i, c in enumerate(clips):
             clip_id = f"{vid}-{i:04d}"
             clip_rows.append(dict(clip_id=clip_id, video_id=vid, shot_index=i, start_s=c.start_s, end_s=c.end_s,
@@ -67,6 +71,9 @@ def write_store(out: str | Path, videos: dict[str, list[SyntheticClip]], library
                            embedding=e / np.linalg.norm(e), major=f.major, rank=j, selected=j < 32)
                 for k in face_cols:
                     face_cols[k].append(row[k])
+            if c.voice is not None:
+                audio_rows.append(dict(clip_id=clip_id, video_id=vid, voice_is_major=c.voice_is_major,
+                                       embedding=np.asarray(c.voice, np.float32)))
             for j, b in enumerate(c.bodies):
                 body_rows.append(dict(clip_id=clip_id, video_id=vid, frame_index=j, time_s=c.start_s, bbox=[0, 0, 1, 1],
                                       det_score=0.9, embedding=np.asarray(b, np.float32)))
@@ -79,6 +86,8 @@ def write_store(out: str | Path, videos: dict[str, list[SyntheticClip]], library
                   "videos": pa.Table.from_pylist([video], schema=schemas["videos"])}
         if any(c.bodies for c in clips):
             tables["bodies"] = pa.Table.from_pylist(body_rows, schema=bodies_schema)
+        if audio_rows:
+            tables["audio"] = pa.Table.from_pylist(audio_rows, schema=audio_schema)
         for name, table in tables.items():
             (out / name).mkdir(exist_ok=True)
             pq.write_table(table, out / name / f"{vid}.parquet")

@@ -6,8 +6,9 @@
 2. **Faces against the gallery** (`match.py`): a track is a person when its template's
    cosine to the person's template clears the threshold and beats the runner-up by the
    margin (calibrated defaults, `calibration.py`), else `unknown`.
-3. **Propagation** (dataset mode, when the store has a `bodies` table): clips without a
-   recognised face inherit their clothes cluster's majority identity (`propagate.py`).
+3. **Propagation** (dataset mode, when the store has a `bodies` or `audio` table): clips
+   without a recognised face inherit the majority identity of their clothes cluster, else
+   of their voice cluster, inside their video (`propagate.py`).
 4. **Unknown people**: unrecognised tracks are clustered across the library (`cluster.py`).
 5. **Output**: `OUT/identities/tags.parquet` (IDENTITY_SCHEMA), `OUT/unknown/`,
    `OUT/timeline.json` and `.csv`.
@@ -42,7 +43,7 @@ from vidpipe.identities.cluster import (
 from vidpipe.identities.encoder import IdentitiesError, require_same, store_fingerprint
 from vidpipe.identities.gallery import Gallery, Templates
 from vidpipe.identities.match import UNKNOWN, Thresholds, top2
-from vidpipe.identities.propagate import PropagationOptions, clip_bodies, propagate
+from vidpipe.identities.propagate import PropagationOptions, propagate_video
 from vidpipe.identities.table import IDENTITY_SCHEMA, identities_dir, read_identities, write_identities
 from vidpipe.identities.timeline import MERGE_GAP_S, timeline, write_timeline
 from vidpipe.identities.tracks import TRACKS_SCHEMA, list_matrix, video_tracks
@@ -82,7 +83,7 @@ class TagReport:
     rescored: int = 0  # tracks matched against the gallery now
     changed: int = 0  # clips whose identity rows differ from the last tagging
     named: int = 0  # clips with a person recognised by face
-    propagated: int = 0  # clips that inherited an identity from their clothes cluster
+    propagated: int = 0  # clips that inherited an identity from their clothes or voice cluster
     unknown: int = 0  # clips with nobody recognised
     clusters: int = 0  # unknown people
     notes: list[str] = field(default_factory=list)
@@ -243,9 +244,10 @@ class _Tagger:
     def propagate(self, rows: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
         if self.library:
             return rows
-        bodies_dir = self.out / "bodies"
-        if not bodies_dir.is_dir():
-            self.report.notes.append("propagation skipped: the store has no bodies table (run the bodies stage)")
+        cues = tuple(c for c in self.options.propagation.cues() if (self.out / c.table).is_dir())
+        if not cues:
+            self.report.notes.append("propagation skipped: the store has no bodies or audio table "
+                                     "(run the bodies or audio stage)")
             self.state.propagation = {}
             return rows
         old = previous[previous.source == "propagated"].set_index("clip_id") if len(previous) else None
@@ -253,15 +255,15 @@ class _Tagger:
         done: dict[str, str] = {}
         for vid, group in rows.merge(self.clips[["video_id"]], left_on="clip_id", right_index=True).groupby("video_id"):
             labels = {c: (i if i != UNKNOWN else None) for c, i in zip(group.clip_id, group.identity)}
-            digest = _digest(sorted(labels.items(), key=lambda kv: kv[0]) + [self.state.videos.get(vid)])
+            digest = _digest(sorted(labels.items(), key=lambda kv: kv[0])
+                             + [self.state.videos.get(vid), [c.name for c in cues], self.options.propagation])
             done[vid] = digest
             if old is not None and self.state.propagation.get(vid) == digest:
                 mine = old[old.index.isin(labels)]
                 inherited.update({c: (r.identity, r.score) for c, r in mine.iterrows()})
                 continue
-            clip_ids, bodies = clip_bodies(bodies_dir / f"{vid}.parquet", sorted(labels))
-            result = propagate(clip_ids, bodies, [labels[c] for c in clip_ids], self.options.propagation)
-            inherited.update({c: (p.identity, p.score) for c, p in result.items()})
+            found = propagate_video(self.out, vid, labels, self.options.propagation, cues)
+            inherited.update({c: (p.identity, p.score) for c, p in found.items()})
         self.state.propagation = done
         if not inherited:
             return rows
