@@ -6,8 +6,8 @@ dependency; at 100,000 faces a query costs a few milliseconds (benchmarks/bench_
 far below embedding the photo itself. Rows are sorted by clip so the best face of every
 clip is one `np.maximum.reduceat`.
 
-Cached in OUT/index/ (`embeddings.npy`, memory-mapped; `rows.parquet`; `state.json`) and
-rebuilt when the store's videos changed (their ids and config hashes).
+Cached in OUT/index/ (`embeddings.npy`, memory-mapped; `rows.npz`: clip ids, first row of
+each clip, face times; `state.json`) and rebuilt when the store's `videos` files changed.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from vidpipe.identities.tracks import list_matrix
 from vidpipe.util import atomic_path, atomic_write_text
@@ -80,30 +77,21 @@ class FaceIndex:
     def save(self, directory: Path) -> None:
         with atomic_path(directory / "embeddings.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, self.embeddings)
-        clip_of_row = np.repeat(np.arange(len(self.clips)), np.diff(np.r_[self.starts, len(self)]))
-        table = pa.table({"clip_id": pa.array(np.asarray(self.clips, object)[clip_of_row] if len(self) else [], pa.string()),
-                          "time_s": pa.array(self.time_s, pa.float64())})
-        with atomic_path(directory / "rows.parquet") as tmp:
-            pq.write_table(table, tmp)
+        with atomic_path(directory / "rows.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, clips=np.asarray(self.clips, str), starts=self.starts, time_s=self.time_s)
 
     @classmethod
     def load_saved(cls, directory: Path) -> "FaceIndex":
-        embeddings = np.load(directory / "embeddings.npy", mmap_mode="r")
-        rows = pq.read_table(directory / "rows.parquet")
-        clip_ids = rows.column("clip_id")
-        if not len(clip_ids):
-            return cls(embeddings, [], np.zeros(0, np.int64), np.zeros(0))
-        same = pc.equal(clip_ids.slice(1), clip_ids.slice(0, len(clip_ids) - 1)).to_numpy(zero_copy_only=False)
-        starts = np.flatnonzero(np.r_[True, ~same])
-        return cls(embeddings, clip_ids.take(pa.array(starts)).to_pylist(), starts, rows.column("time_s").to_numpy())
+        with np.load(directory / "rows.npz", allow_pickle=False) as rows:
+            clips, starts, time_s = rows["clips"].tolist(), rows["starts"], rows["time_s"]
+        return cls(np.load(directory / "embeddings.npy", mmap_mode="r"), clips, starts, time_s)
 
 
-def _videos_key(out: Path) -> dict[str, str]:
-    from vidpipe.store import read_table
-
-    videos = read_table(out, "videos", ["video_id", "status", "config_hash"])
-    videos = videos[videos.status == "ok"]
-    return dict(zip(videos.video_id, videos.config_hash))
+def _videos_key(out: Path) -> list[list]:
+    """The store's `videos` files (name, size, mtime): a video's file is replaced whenever
+    it is processed again, so the index is current while these are unchanged."""
+    files = sorted(p for p in (out / "videos").glob("[!.]*.parquet"))
+    return [[p.name, st.st_size, st.st_mtime_ns] for p in files for st in [p.stat()]]
 
 
 def face_index(out: str | Path) -> FaceIndex:

@@ -341,11 +341,10 @@ class _Tagger:
 
 
 def _changed_clips(before: pd.DataFrame, after: pd.DataFrame) -> int:
-    def signature(rows: pd.DataFrame) -> dict[str, tuple]:
-        return {c: tuple(sorted(zip(g.identity, g.source))) for c, g in rows.groupby("clip_id")}
-
-    a, b = signature(before), signature(after)
-    return sum(a.get(c) != b.get(c) for c in set(a) | set(b))
+    """Clips whose (identity, source) rows differ between two taggings."""
+    a, b = ({(c, i, s) for c, i, s in zip(r.clip_id.tolist(), r.identity.tolist(), r.source.tolist())}
+            for r in (before, after))
+    return len({c for c, _, _ in a ^ b})
 
 
 def tag(out: str | Path, db: str | Path, options: TagOptions | None = None) -> TagReport:

@@ -50,18 +50,22 @@ class VideoTimeline:
     people: list[PersonTimeline] = field(default_factory=list)
 
 
-def _merge(rows: pd.DataFrame, gap: float) -> list[Appearance]:
-    out: list[Appearance] = []
-    for r in rows.sort_values(["start_s", "end_s"]).itertuples():
-        if out and r.start_s <= out[-1].end_s + gap:
-            a = out[-1]
-            a.end_s = max(a.end_s, r.end_s)
-            a.score = max(a.score, r.score)
-            a.sources = sorted(set(a.sources) | {r.source})
-            if r.clip_id not in a.clip_ids:
-                a.clip_ids.append(r.clip_id)
+def _appearances(rows: pd.DataFrame, gap: float) -> dict[tuple[str, str], list[Appearance]]:
+    """(video, person) -> their ranges merged, in one pass over the rows sorted by time."""
+    rows = rows.sort_values(["video_id", "identity", "start_s", "end_s"])
+    out: dict[tuple[str, str], list[Appearance]] = {}
+    columns = ("video_id", "identity", "start_s", "end_s", "score", "source", "clip_id")
+    for video, identity, start, end, score, source, clip in zip(*(rows[c].tolist() for c in columns)):
+        mine = out.setdefault((video, identity), [])
+        if mine and start <= mine[-1].end_s + gap:
+            a = mine[-1]
+            a.end_s, a.score = max(a.end_s, end), max(a.score, score)
+            if source not in a.sources:
+                a.sources = sorted([*a.sources, source])
+            if clip not in a.clip_ids:
+                a.clip_ids.append(clip)
         else:
-            out.append(Appearance(float(r.start_s), float(r.end_s), float(r.score), [r.source], [r.clip_id]))
+            mine.append(Appearance(float(start), float(end), float(score), [source], [clip]))
     return out
 
 
@@ -82,16 +86,14 @@ def timeline(out: str | Path, video: str | None = None, merge_gap_s: float = MER
     rows["start_s"] = rows.start_s.fillna(rows.start_s_clip)
     rows["end_s"] = rows.end_s.fillna(rows.end_s_clip)
     rows["score"] = rows.score.fillna(0.0)
+    people: dict[str, list[PersonTimeline]] = {}
+    for (vid, identity), appearances in _appearances(rows, merge_gap_s).items():
+        total = round(sum(a.end_s - a.start_s for a in appearances), 3)
+        people.setdefault(vid, []).append(PersonTimeline(str(identity), total, appearances))
     result = []
-    for v in videos.sort_values("path").itertuples():
-        mine = rows[rows.video_id == v.video_id]
-        people = []
-        for identity, group in mine.groupby("identity"):
-            appearances = _merge(group, merge_gap_s)
-            people.append(PersonTimeline(str(identity), round(sum(a.end_s - a.start_s for a in appearances), 3),
-                                         appearances))
-        people.sort(key=lambda p: (-p.total_s, p.identity))
-        result.append(VideoTimeline(v.video_id, v.path, None if pd.isna(v.duration_s) else float(v.duration_s), people))
+    for vid, path, duration in zip(*(videos.sort_values("path")[c].tolist() for c in ("video_id", "path", "duration_s"))):
+        mine = sorted(people.get(vid, []), key=lambda p: (-p.total_s, p.identity))
+        result.append(VideoTimeline(vid, path, None if pd.isna(duration) else float(duration), mine))
     return result
 
 

@@ -57,13 +57,15 @@ class ClipFaces:
     major: np.ndarray | None  # (n,) bool, None when the major-character rule did not run
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in a (n, 4) with every box in b (m, 4)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1)  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[..., 2] - boxes[..., 0], 0, None) * np.clip(boxes[..., 3] - boxes[..., 1], 0, None)
+
+
+def _iou(a: np.ndarray, b: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (n, 4) with every box in b (m, 4), given their areas."""
+    inter = _area(np.concatenate([np.maximum(a[:, None, :2], b[None, :, :2]),
+                                  np.minimum(a[:, None, 2:], b[None, :, 2:])], axis=2))
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def group_faces(faces: ClipFaces, link: float) -> np.ndarray:
@@ -72,28 +74,29 @@ def group_faces(faces: ClipFaces, link: float) -> np.ndarray:
 
     n = len(faces.time_s)
     labels = np.full(n, -1, np.int64)
-    sums: list[np.ndarray] = []
-    last_box: list[np.ndarray] = []
+    sums = np.zeros((n, faces.embedding.shape[1]), np.float64)  # at most one track per face
+    last_box = np.zeros((n, 4), np.float32)
+    area = _area(faces.bbox)
+    last_area = np.zeros(n, np.float32)
+    tracks = 0
     order = np.lexsort((faces.bbox[:, 0], faces.frame_index))
-    for frame in np.unique(faces.frame_index):
-        idx = order[faces.frame_index[order] == frame]
+    starts = np.flatnonzero(np.r_[True, np.diff(faces.frame_index[order]) != 0])
+    for idx in np.split(order, starts[1:]):
         assigned: dict[int, int] = {}
-        if sums:
-            means = normalise(np.stack(sums))
-            cos = faces.embedding[idx] @ means.T
-            iou = _iou(faces.bbox[idx], np.stack(last_box))
+        if tracks:
+            cos = faces.embedding[idx] @ normalise(sums[:tracks]).T
+            iou = _iou(faces.bbox[idx], last_box[:tracks], area[idx], last_area[:tracks])
             ok = (cos >= link) | ((iou >= SAME_HEAD_IOU) & (cos >= 0))
-            rows, cols = linear_sum_assignment(np.where(ok, -(cos + iou), 1e6))
-            assigned = {int(r): int(c) for r, c in zip(rows, cols) if ok[r, c]}
+            if ok.any():
+                rows, cols = linear_sum_assignment(np.where(ok, -(cos + iou), 1e6))
+                assigned = {int(r): int(c) for r, c in zip(rows, cols) if ok[r, c]}
         for r, i in enumerate(idx):
             t = assigned.get(r)
             if t is None:
-                t = len(sums)
-                sums.append(np.zeros(faces.embedding.shape[1], np.float64))
-                last_box.append(faces.bbox[i])
+                t, tracks = tracks, tracks + 1
             labels[i] = t
             sums[t] += faces.embedding[i]
-            last_box[t] = faces.bbox[i]
+            last_box[t], last_area[t] = faces.bbox[i], area[i]
     return labels
 
 
@@ -109,7 +112,7 @@ def clip_tracks(faces: ClipFaces, library: bool, link: float) -> tuple[np.ndarra
         return labels, (0 if (labels == 0).any() else None)
     labels = group_faces(faces, link)
     sizes = np.bincount(labels)
-    area = np.prod(faces.bbox[:, 2:] - faces.bbox[:, :2], axis=1)
+    area = _area(faces.bbox)
     mean_area = np.bincount(labels, weights=area) / sizes
     major = int(np.lexsort((-mean_area, -sizes))[0])
     if library:
