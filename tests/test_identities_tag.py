@@ -303,12 +303,21 @@ def test_unknown_people_clustered_with_stable_ids_and_named(tmp_path):
         name_cluster(out, db, 99, "Nobody", OPTIONS)
 
 
-def test_min_cluster_size_is_respected(tmp_path):
+def test_min_cluster_size_is_respected_and_strangers_stay_apart(tmp_path):
     out = tmp_path / "store"
-    write_store(out, {"v1": [person_clip(0.0, E[ALICE]), *stranger_clips(DAVE, 2.0, n=2)]})
+    write_store(out, {"v1": [person_clip(0.0, E[ALICE]), *stranger_clips(DAVE, 2.0, n=2)],
+                      "v2": [person_clip(0.0, E[ERIN]), person_clip(2.0, E[FRANK]), person_clip(4.0, E[CAROL])]})
     db = gallery_of(tmp_path / "g.db", {"alice": [E[ALICE]]})
-    assert tag(out, db, OPTIONS).clusters == 0
+    assert tag(out, db, OPTIONS).clusters == 0  # dave is in 2 clips only; erin, frank and carol in 1 each
     assert tag(out, db, TagOptions(0.5, 0.1, 0.5, clustering=ClusterOptions(min_cluster_size=2))).clusters == 1
+    assert [p.clip_ids for p in unknown_people(out)] == [["v1-0001", "v1-0002"]]
+
+
+def test_one_unknown_person_alone_is_a_cluster(tmp_path):
+    out = tmp_path / "store"
+    write_store(out, {"v1": [person_clip(0.0, E[ALICE]), *stranger_clips(DAVE, 2.0)]})
+    db = gallery_of(tmp_path / "g.db", {"alice": [E[ALICE]]})
+    assert tag(out, db, OPTIONS).clusters == 1  # HDBSCAN alone never calls everything one cluster
 
 
 # ---------------------------------------------------------------- timeline

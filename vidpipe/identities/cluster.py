@@ -3,10 +3,11 @@
 HDBSCAN (scikit-learn's) on the tracks' templates. Templates are L2-normalised, so the
 Euclidean distance it uses is a monotonic function of the cosine (d² = 2 - 2 cos): this
 is clustering in cosine space with a fast tree index. `min_cluster_size` 3 (someone seen
-in three clips is worth naming); on the shared photos of 11 people it gives one cluster
-per person, purity 1.0 and 98 % of faces clustered (sizes 2 and 5 split or drop people).
-HDBSCAN cannot call the whole input one cluster; `cluster_faces` covers the library whose
-unknown faces are all one person.
+in three clips is worth naming). HDBSCAN only knows relative density, so each cluster is
+then held to the embedder's same-person threshold (see `cluster_faces`): a handful of
+strangers is not a person, and one unknown person alone is. On the shared photos of 11
+people: one cluster per person, purity 1.0 and 98.8 % of faces clustered (sizes 2 and 5
+split or drop people).
 
 Cluster ids are stable: after re-clustering, each new cluster takes the id of the old
 cluster it shares the most tracks with (one to one); the others get ids never used
@@ -24,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vidpipe.identities.match import normalise
 from vidpipe.util import atomic_path
 
 UNKNOWN_DIR = "unknown"
@@ -55,21 +57,29 @@ class UnknownPerson:
 def cluster_faces(embeddings: np.ndarray, options: ClusterOptions = ClusterOptions(), link: float = 0.5) -> np.ndarray:
     """Cluster label per normalised embedding (-1: in no cluster).
 
-    HDBSCAN never makes the whole data set one cluster, so when it finds none, the whole
-    set is taken as one person if it is as tight as one: the faces whose cosine to the
-    mean clears `link` (the embedder's same-person threshold), if they are enough."""
+    HDBSCAN is relative: it groups what is denser than the rest, at any distance, and it
+    never calls the whole input one cluster. So each cluster it finds (or, when it finds
+    none, the whole input) is kept as a person only with the members whose cosine to the
+    mean of the other members clears `link`, the embedder's same-person threshold, and
+    only if at least `min_cluster_size` of them do."""
     n = len(embeddings)
     if n < max(2, options.min_cluster_size):
         return np.full(n, -1, np.int64)
     from sklearn.cluster import HDBSCAN
 
     model = HDBSCAN(min_cluster_size=options.min_cluster_size, min_samples=options.min_samples, copy=True)
-    labels = model.fit_predict(np.asarray(embeddings, np.float64)).astype(np.int64)
-    if (labels >= 0).any():
-        return labels
-    mean = embeddings.mean(0)
-    close = embeddings @ (mean / max(float(np.linalg.norm(mean)), 1e-12)) >= link
-    return np.where(close, 0, -1) if close.sum() >= options.min_cluster_size else labels
+    found = model.fit_predict(np.asarray(embeddings, np.float64)).astype(np.int64)
+    if not (found >= 0).any():
+        found = np.zeros(n, np.int64)
+    labels = np.full(n, -1, np.int64)
+    for c in np.unique(found[found >= 0]):
+        members = np.flatnonzero(found == c)
+        x = embeddings[members]
+        others = normalise(x.sum(0)[None] - x)  # leave one out: k strangers' mean is 1/sqrt(k) from each
+        close = members[np.einsum("ij,ij->i", x, others) >= link]
+        if len(close) >= options.min_cluster_size:
+            labels[close] = labels.max() + 1
+    return labels
 
 
 def stable_ids(keys: list[str], labels: np.ndarray, previous: dict[str, int], next_id: int) -> tuple[np.ndarray, int]:
