@@ -44,6 +44,14 @@ def encoder(cfg) -> FaceEncoder:
     return FaceEncoder(cfg)
 
 
+def with_stages(cfg: Config, *stages: str, library: bool = False) -> Config:
+    """`cfg` running only `stages` (the suite stays fast), in library mode or not."""
+    cfg = copy.deepcopy(cfg)
+    cfg.pipeline.stages = stages
+    cfg.clips.require_major_character = not library
+    return cfg
+
+
 def write_video(path: Path, frames, fps: int = 10, size: tuple[int, int] = (640, 480)) -> Path:
     """Frames (BGR images of any size, letterboxed into `size`) as an H.264 file."""
     w, h = size
@@ -221,9 +229,10 @@ def test_unknown_faces_cluster_one_per_person(encoder, shared_photos):
 
 @pytest.fixture(scope="module")
 def store(shared, cfg, tmp_path_factory):
-    """The Hamilton clip (dataset mode); Lin-Manuel Miranda enrolled from his one photo."""
+    """The Hamilton clip (dataset mode, the major-character rule on); Lin-Manuel Miranda
+    enrolled from his one photo."""
     out = tmp_path_factory.mktemp("store")
-    assert vidpipe.run(shared / HAMILTON, out, cfg).exit_code == 0
+    assert vidpipe.run(shared / HAMILTON, out, with_stages(cfg, "major_character", "faces")).exit_code == 0
     db = out.parent / "lin.db"
     enroll([shared / FACES / "face_recognition_misc/lin-manuel-miranda.png"], db, cfg, name=LIN)
     return out, db, tag(out, db)
@@ -233,10 +242,8 @@ def store(shared, cfg, tmp_path_factory):
 def library_store(shared, cfg, tmp_path_factory):
     """Library mode (every face kept): the Hamilton clip and a Bond trailer (other people)."""
     out = tmp_path_factory.mktemp("library_store")
-    lib_cfg = copy.deepcopy(cfg)
-    lib_cfg.clips.require_major_character = False
     videos = [shared / HAMILTON, shared / "media/videos/pyscenedetect/goldeneye-vfr-drop3.mp4"]
-    assert vidpipe.run(videos, out, lib_cfg).exit_code == 0
+    assert vidpipe.run(videos, out, with_stages(cfg, "faces", library=True)).exit_code == 0
     return out
 
 
@@ -314,10 +321,8 @@ def library(shared, cfg, tmp_path_factory):
     strangers = [photo(shared, f"deepface_ids/{p}") for p in (
         "id02/img26.jpg", "id05/img13.jpg", "id02/img27.jpg", "id05/img14.jpg", "id02/img28.jpg", "id05/img15.jpg")]
     slideshow(root / "videos" / "strangers.mp4", strangers)
-    lib_cfg = copy.deepcopy(cfg)
-    lib_cfg.clips.require_major_character = False
     out = root / "store"
-    assert vidpipe.run(root / "videos", out, lib_cfg).exit_code == 0
+    assert vidpipe.run(root / "videos", out, with_stages(cfg, "faces", library=True)).exit_code == 0
     people = root / "people"
     link_folder(people / "Angelina Jolie", sorted((shared / FACES / "deepface_ids/id01").iterdir()))
     (people / "Brad Pitt").mkdir()
@@ -373,21 +378,22 @@ def test_unknown_people_listed_with_crops_and_named(shared, encoder, library, tm
 
 def test_propagation_names_the_dancer_when_she_turns_away(shared, cfg, tmp_path):
     """mgt_dancer: her face is seen at 0-4 s and 40-46 s, hardly at 6-10 s (arms over her
-    face) and not at 50-56 s (turned away). Shots of both kinds, separated by the Hamilton
+    face) and not at 50-56 s (turned away): 2 s of each. Shots of both kinds, separated by the Hamilton
     audience, make one video; she is enrolled from one frame at 22 s. Measured on the
     heads/bodies branch: the turned-away shot inherits her name (score 0.92, her clips'
     bodies 0.82-0.96 cosine apart)."""
     if "bodies" not in known_schemas():
         pytest.skip("no bodies stage in this build: propagation needs the store's bodies table")
     dancer = shared / "media/videos/mgt_dancer.avi"
-    audience = list(video_frames(shared / HAMILTON, 8.0, 9.5))
-    parts = [(0.5, 3.5), (6.5, 9.5), (40.5, 43.5), (50.5, 53.5)]
+    audience = list(video_frames(shared / HAMILTON, 8.2, 9.4))
     frames = []
-    for a, b in parts:
+    for a, b in [(1.0, 3.0), (7.0, 9.0), (41.0, 43.0), (51.0, 53.0)]:
         frames += list(video_frames(dancer, a, b)) + audience
     write_video(tmp_path / "cut.mp4", frames, fps=25)
     out = tmp_path / "store"
-    assert vidpipe.run(tmp_path / "cut.mp4", out, cfg).exit_code == 0
+    run_cfg = with_stages(cfg, "major_character", "faces", "bodies")
+    run_cfg.sampling.fps = 2.0
+    assert vidpipe.run(tmp_path / "cut.mp4", out, run_cfg).exit_code == 0
     assert "bodies" in tables(out)
     (tmp_path / "people" / "dancer").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "people" / "dancer" / "frame22.png"), next(video_frames(dancer, 22.0, 22.1)))
