@@ -33,7 +33,7 @@ import numpy as np
 from vidpipe.config import Config
 from vidpipe.identities import Gallery, TagOptions, calibrate, enroll, tag
 from vidpipe.identities.calibration import CALIBRATION_SETS
-from vidpipe.identities.encoder import FaceEncoder, dominant
+from vidpipe.identities.encoder import FaceEncoder
 from vidpipe.identities.gallery import GalleryFace
 from vidpipe.identities.index import face_index
 from vidpipe.identities.synthetic import SYNTHETIC_FINGERPRINT, SyntheticClip, SyntheticFace, write_store

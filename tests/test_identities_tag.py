@@ -14,11 +14,10 @@ from click.testing import CliRunner
 
 from vidpipe.cli import main
 from vidpipe.identities import Gallery, IdentitiesError, TagOptions, read_identities, resolve, tag, timeline
-from vidpipe.identities.encoder import FACE_TASKS, Fingerprint
 from vidpipe.identities.cluster import ClusterOptions, read_clusters, stable_ids, unknown_people
+from vidpipe.identities.encoder import FACE_TASKS, Fingerprint
 from vidpipe.identities.gallery import GalleryFace
 from vidpipe.identities.index import FaceIndex, face_index
-from vidpipe.identities.match import Thresholds
 from vidpipe.identities.people import name_cluster
 from vidpipe.identities.propagate import propagate
 from vidpipe.identities.synthetic import SYNTHETIC_FINGERPRINT, SyntheticClip, SyntheticFace, write_store

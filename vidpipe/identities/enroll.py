@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
-
 from vidpipe.config import Config
 from vidpipe.identities.encoder import IMAGE_EXTENSIONS, Face, FaceEncoder, IdentitiesError, dominant
 from vidpipe.identities.gallery import Gallery, GalleryFace
