@@ -420,6 +420,15 @@ def test_bad_input_is_one_line_and_writes_nothing(dataset_store, tmp_path):
     assert "no person 'carol'" in one_line_error(runner.invoke(main, ["gallery", "remove", "carol", "--db", str(db)]))
 
 
+def test_search_refuses_a_store_of_other_backends(dataset_store, tmp_path):
+    out, _ = dataset_store
+    photo = tmp_path / "face.png"
+    photo.write_bytes(b"")  # never read: the backends are compared first
+    line = one_line_error(CliRunner().invoke(main, ["search", str(photo), str(out)]))
+    assert "would be embedded with" in line and "store" in line and "synthetic" in line
+    assert not (out / "index").exists()
+
+
 def test_gallery_schema_is_versioned_and_other_files_refused(tmp_path):
     import sqlite3
 

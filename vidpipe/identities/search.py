@@ -18,7 +18,7 @@ import numpy as np
 
 from vidpipe.config import Config, ConfigError
 from vidpipe.identities.calibration import default_thresholds
-from vidpipe.identities.encoder import FaceEncoder, IdentitiesError, dominant, read_image, require_same, store_fingerprint
+from vidpipe.identities.encoder import FaceEncoder, IdentitiesError, dominant, read_image, store_fingerprint
 from vidpipe.identities.index import face_index
 
 
@@ -72,7 +72,9 @@ def search(photo: str | Path, out: str | Path, config: Config | None = None, *, 
         raise IdentitiesError(f"{photo}: no such file")
     started = time.perf_counter()
     encoder = FaceEncoder(store_config(out, config))
-    require_same(encoder.fingerprint, fingerprint, f"for {photo.name}", str(out))
+    if encoder.fingerprint != fingerprint:
+        raise IdentitiesError(f"{photo.name} would be embedded with {encoder.fingerprint.describe()} but store {out} "
+                              f"was made with {fingerprint.describe()}: give the store's weights (--weights DIR)")
     image = read_image(photo)
     if image is None:
         raise IdentitiesError(f"{photo} cannot be decoded as an image")
