@@ -381,3 +381,24 @@ def test_two_runs_on_one_store_never_do_the_same_video_twice(tmp_path, mixed_fol
     processed = sum(int(s.split(" processed")[0].split()[-1]) for s in summaries)
     assert processed == 4, summaries  # 4 videos, analysed once between the two runs
     assert len(vidpipe.read_table(out, "videos")) == 4
+
+
+def test_a_resumed_run_sweeps_only_its_own_temporaries(tmp_path):
+    """A killed run's per-video temporaries go; another writer's (a `vidpipe tag` writing
+    OUT/identities at the same time) and a video another process holds stay."""
+    from vidpipe.store import VideoLock, remove_stale_temporaries
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "identities").mkdir()
+    stale = tmp_path / "clips" / ".aaaa.parquet.123.tmp"
+    held = tmp_path / "clips" / ".bbbb.parquet.456.tmp"
+    other = tmp_path / "identities" / ".tags.parquet.x1y2.tmp"
+    for p in (stale, held, other):
+        p.write_bytes(b"partial")
+    lock = VideoLock(tmp_path, "bbbb")
+    assert lock.acquire(wait=False)
+    try:
+        remove_stale_temporaries(tmp_path)
+    finally:
+        lock.release()
+    assert not stale.exists() and held.exists() and other.exists()
