@@ -58,11 +58,12 @@ def _register() -> None:
     from vidpipe.cli.backends import backends_cmd
     from vidpipe.cli.config import config_cmd
     from vidpipe.cli.identities import COMMANDS as IDENTITY_COMMANDS
+    from vidpipe.cli.review import COMMANDS as REVIEW_COMMANDS
     from vidpipe.cli.run import run_cmd
     from vidpipe.cli.weights import weights_cli
     from vidpipe.models.cli import evaluate, predict, train
 
-    for command in (run_cmd, config_cmd, backends_cmd, weights_cli, train, predict, evaluate, *IDENTITY_COMMANDS):
+    for command in (run_cmd, config_cmd, backends_cmd, weights_cli, train, predict, evaluate, *IDENTITY_COMMANDS, *REVIEW_COMMANDS):
         main.add_command(command)
 
 
