@@ -68,8 +68,11 @@ def read_identities(out: str | Path) -> pd.DataFrame:
 
 def resolve(rows: pd.DataFrame) -> pd.DataFrame:
     """Named people only (no 'unknown', no model noise), and for each clip only the rows of
-    its most trusted source (review > gallery > model > propagated)."""
-    named = rows[~rows.identity.isin([UNKNOWN, NOISE]) & rows.identity.notna()].copy()
+    its most trusted source (review > gallery > model > propagated). A review that names
+    nobody (a rejected tag, a distractor) still overrules the other routes' names."""
+    vetoed = set(rows.clip_id[rows.source == "review"]) - set(rows.clip_id[(rows.source == "review")
+                                                                        & ~rows.identity.isin([UNKNOWN, NOISE])])
+    named = rows[~rows.identity.isin([UNKNOWN, NOISE]) & rows.identity.notna() & ~rows.clip_id.isin(vetoed)].copy()
     rank = {s: i for i, s in enumerate(SOURCES)}
     named["_rank"] = named.source.map(lambda s: rank.get(s, len(SOURCES)))
     best = named.groupby("clip_id")["_rank"].transform("min")
