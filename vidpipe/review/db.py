@@ -57,6 +57,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+APPLICATION_ID = 0x76707276  # 'vprv': tells a review file from a gallery, whose user_version also counts up
 PASSES = (1, 2, 3)
 VERDICTS = ("accept", "reject", "assign", "noise")
 LEASE_S = 120.0  # a tab renews its lease every 30 s while the clip is on screen
@@ -122,8 +123,9 @@ class ReviewDB:
         if version > SCHEMA_VERSION:
             raise ReviewError(f"review file {self.path} has schema version {version}, newer than this vidpipe "
                               f"knows ({SCHEMA_VERSION}): upgrade vidpipe")
-        if version == 0 and self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            raise ReviewError(f"{self.path} is an SQLite file but not a vidpipe review file")
+        if version == 0 and self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] or \
+                version > 0 and self.conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+            raise ReviewError(f"{self.path} is not a vidpipe review file (another SQLite file)")
         for target in range(version + 1, SCHEMA_VERSION + 1):
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -132,6 +134,7 @@ class ReviewDB:
                         self.conn.execute(statement)
                 if target == 1:
                     self.conn.execute("INSERT INTO meta VALUES ('secret', ?)", (secrets.token_hex(32),))
+                    self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 self.conn.execute(f"PRAGMA user_version = {target}")
                 self.conn.execute("COMMIT")
             except BaseException:
