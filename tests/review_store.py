@@ -6,6 +6,7 @@ other photos of the same people, and the store tagged."""
 from __future__ import annotations
 
 import copy
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,6 +24,7 @@ HAMILTON = "media/videos/short_hamilton_clip.mp4"
 PEOPLE = ("ben_afflek", "madonna", "jerry_seinfeld")
 ENROLLED = 3  # photos per person in the gallery; the next ones go into the slideshow
 IN_VIDEO = 5
+SLIDESHOW = "celebrities.mp4"
 
 
 def config(shared: Path) -> Config:
@@ -62,17 +64,19 @@ def slideshow(path: Path, images: list[np.ndarray], seconds: float = 1.5, fps: i
 def build(shared: Path, root: Path) -> tuple[Path, Path]:
     """(store, gallery) under `root`: enrolled, run and tagged."""
     people = root / "people"
-    images = []
+    images, who = [], []
     for person in PEOPLE:
         photos = sorted((shared / CELEBRITIES / person).iterdir())
         (people / person).mkdir(parents=True)
         for p in photos[:ENROLLED]:
             (people / person / p.name).symlink_to(p)
         images += [cv2.imread(str(p)) for p in photos[ENROLLED : ENROLLED + IN_VIDEO]]
+        who += [person] * IN_VIDEO
     order = np.random.default_rng(0).permutation(len(images))  # people interleaved, as in a show
     videos = root / "videos"
     videos.mkdir()
-    slideshow(videos / "celebrities.mp4", [images[i] for i in order])
+    slideshow(videos / SLIDESHOW, [images[i] for i in order])
+    (root / "slides.json").write_text(json.dumps([who[i] for i in order]))
     (videos / "hamilton.mp4").symlink_to(shared / HAMILTON)
     cfg = config(shared)
     out, db = root / "store", root / "gallery.db"
@@ -80,6 +84,15 @@ def build(shared: Path, root: Path) -> tuple[Path, Path]:
     assert vidpipe.run(videos, out, cfg).exit_code == 0
     tag(out, db)
     return out, db
+
+
+def slide_people(out: Path) -> dict[str, str]:
+    """{clip_id: the person on that slide} for the kept clips of the slideshow."""
+    who = json.loads((out.parent / "slides.json").read_text())
+    videos = vidpipe.read_table(out, "videos")
+    video = videos.video_id[videos.path.str.endswith(SLIDESHOW)].item()
+    clips = vidpipe.read_table(out, "clips").query("video_id == @video and status == 'ok'")
+    return {c: who[k] for c, k in zip(clips.clip_id, clips.shot_index)}
 
 
 # ---------------------------------------------------------------- a synthetic store (no ../shared)

@@ -89,8 +89,10 @@ class ReviewApp:
         self.cuts = Cuts()
         self.publisher = Publisher(self.out, self.db, set(self.view.clips))
         self.crop = lru_cache(maxsize=512)(self._crop)
+        self.closed = False
 
     def close(self) -> None:
+        self.closed = True
         self.publisher.close()
         self.cuts.close()
         self.db.close()
@@ -360,8 +362,8 @@ class ReviewServer(ThreadingHTTPServer):
     def handle_error(self, request, client_address) -> None:
         import sys
 
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return  # a browser dropping a media connection it no longer needs
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)) or self.app.closed:
+            return  # a browser dropping a media connection it no longer needs, or a request cut by the shutdown
         super().handle_error(request, client_address)
 
     def page(self, csrf: str) -> bytes:

@@ -172,6 +172,11 @@ document.addEventListener("keydown", (e) => {
   const act = keys[e.key.toLowerCase()];
   if (act) { e.preventDefault(); act(); }
 });
+// A closed tab hands its clip back at once (else its lease lapses after a while).
+window.addEventListener("pagehide", () => {
+  fetch("/api/release", {method: "POST", keepalive: true, credentials: "same-origin",
+                         headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}, body: JSON.stringify({tab})});
+});
 // Keep the lease while the clip is on screen.
 setInterval(() => { if (current) post("/api/renew", {...query(), clip_id: current.clip_id}).catch(() => {}); }, 30000);
 
