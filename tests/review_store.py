@@ -142,7 +142,7 @@ def synthetic_store(root: Path, people: dict[str, int], unknown: int = 0, audio:
             e = (e / np.linalg.norm(e)).astype(np.float32)
             row = {"clip_id": cid, "video_id": vid, "frame_index": 10 * k + 2 * j, "time_s": k + 0.2 * j,
                    "bbox": [-3.0 + j, 20.0, 120.0, 150.0], "det_score": 0.9, "embedding": e.tolist()}
-            faces.append({**row, "landmarks": [0.0] * 10, "quality": 20.0 - j, "major": True, "rank": j, "selected": True})
+            faces.append({**row, "landmarks": [0.0] * 10, "quality": 17.0 + j, "major": True, "rank": 3 - j, "selected": True})
             heads.append(row)
             bodies.append(row)
         if audio:
@@ -155,6 +155,7 @@ def synthetic_store(root: Path, people: dict[str, int], unknown: int = 0, audio:
             tags.append((cid, name, float(rng.uniform(0.5, 0.95))))
     pq.write_table(to_arrow(clips, schemas["clips"] if "n_faces" in schemas["clips"].names else CLIPS_SCHEMA),
                    out / "clips" / f"{vid}.parquet")
+    faces.sort(key=lambda r: (r["clip_id"], r["rank"]))  # best first, as the faces stage writes them
     for table, rows in (("faces", faces), ("heads", heads), ("bodies", bodies)):
         pq.write_table(to_arrow(rows, schemas[table]), out / table / f"{vid}.parquet")
     if audio:  # the audio stage's columns (issue #7), those the export reads

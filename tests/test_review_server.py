@@ -185,6 +185,20 @@ def _scores(out: Path) -> list[float | None]:
     return tags.score[tags.identity != "unknown"].tolist()
 
 
+def test_a_review_naming_nobody_overrules_the_tags(tmp_path):
+    from vidpipe.review import publish
+
+    out, db = synthetic_store(tmp_path / "s", {"ada": 3})
+    clips = pd.read_parquet(out / "clips").clip_id.tolist()
+    with ReviewDB(review_db_path(db)) as review:
+        review.decide(clips[0], 1, "reject", "r", "ada", 0.7)
+        review.decide(clips[1], 1, "noise", "r", "ada", 0.7)
+        publish(out, review, set(clips))
+    rows = read_identities(out)
+    assert rows[rows.source == "review"].set_index("clip_id").identity.to_dict() == {clips[0]: "unknown", clips[1]: "0"}
+    assert resolve(rows).clip_id.tolist() == [clips[2]]  # the gallery's 'ada' stands only where nobody overruled it
+
+
 def test_second_pass_is_blind_and_disagreements_go_to_the_arbiter(stores, tmp_path):
     (out, db), _ = stores
     review = tmp_path / "review.db"
