@@ -211,9 +211,9 @@ def test_second_pass_is_blind_and_disagreements_go_to_the_arbiter(stores, tmp_pa
         assert c.post("/api/next", {"tab": "a", "pass": 2, "reviewer": "ann"})[1]["clip"] is None  # not her own clips
         blind = c.post("/api/next", {"tab": "b", "pass": 2, "reviewer": "ben"})[1]["clip"]
         assert blind["clip_id"] == clip["clip_id"] and blind["earlier"] == []  # nothing of ann's decision
-        status, body = c.post("/api/decide", {"tab": "a", "clip_id": clip["clip_id"], "verdict": "noise", "pass": 2,
+        status, body = c.post("/api/decide", {"tab": "b", "clip_id": clip["clip_id"], "verdict": "noise", "pass": 2,
                                               "reviewer": "ann"})
-        assert status == 409
+        assert status == 409 and "another reviewer" in body["error"]
         c.post("/api/decide", {"tab": "b", "clip_id": clip["clip_id"], "verdict": "noise", "reviewer": "ben", "pass": 2})
         third = c.post("/api/next", {"tab": "c", "pass": 3, "reviewer": "cat"})[1]["clip"]
         assert third["clip_id"] == clip["clip_id"]

@@ -71,16 +71,14 @@ def labelled_clips(view: StoreView, decisions: list[Decision], min_score: float 
 
 
 def split_counts(n: int, fractions: tuple[float, ...] = FRACTIONS) -> list[int]:
-    """Clips per split for an identity of n clips: largest remainders, and at least one in
-    every split when n >= 3 (n = 1: train; n = 2: train and val)."""
+    """Clips per split for an identity of n clips: largest remainders, which with 40/30/30
+    leave no split empty once n >= 3 (n = 1: train; n = 2: train and val)."""
     if n < len(fractions):
         return [1 if i < n else 0 for i in range(len(fractions))]
     raw = [f * n for f in fractions]
-    counts = [max(1, math.floor(r)) for r in raw]
+    counts = [math.floor(r) for r in raw]
     while sum(counts) < n:
         counts[max(range(len(raw)), key=lambda i: (raw[i] - counts[i], -i))] += 1
-    while sum(counts) > n:
-        counts[max((i for i in range(len(raw)) if counts[i] > 1), key=lambda i: (counts[i] - raw[i], i))] -= 1
     return counts
 
 
