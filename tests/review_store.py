@@ -91,7 +91,8 @@ def slide_people(out: Path) -> dict[str, str]:
     who = json.loads((out.parent / "slides.json").read_text())
     videos = vidpipe.read_table(out, "videos")
     video = videos.video_id[videos.path.str.endswith(SLIDESHOW)].item()
-    clips = vidpipe.read_table(out, "clips").query("video_id == @video and status == 'ok'")
+    clips = vidpipe.read_table(out, "clips")
+    clips = clips[(clips.video_id == video) & (clips.status == "ok")]
     return {c: who[k] for c, k in zip(clips.clip_id, clips.shot_index)}
 
 

@@ -51,6 +51,7 @@ def main() -> None:
       vidpipe train --features features/ --labels labels.csv --out model/
       vidpipe predict --features features/ --model model/ --submission sub.txt
       vidpipe eval --submission sub.txt --gt val_gt.txt       mAP@100 as iQIYI-VID
+      vidpipe review features/ --db gallery.db  then  vidpipe export features/ --db gallery.db --out dataset/
     """
 
 
