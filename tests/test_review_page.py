@@ -143,6 +143,11 @@ def test_review_page_plays_decides_and_keeps_decisions(browser, store, served, t
     tags = read_identities(out).set_index("clip_id")
     assert all(tags.identity[r] == proposed for r in refs)
     assert playing(page, "video.reference")
+    page.wait_for_timeout(1000 * (end - start) + 800)  # past the clip's end: it loops, never shows the next shot
+    for selector in ("#clip", "video.reference"):
+        shown = page.eval_on_selector(selector, "v => [Number(v.dataset.shownUntil), v.dataset.t1 || null]")
+        assert shown[0] > 0, selector
+    assert start <= page.eval_on_selector("#clip", "v => Number(v.dataset.shownUntil)") < end
     page.wait_for_function("[...document.querySelectorAll('#crops img')].every(i => i.complete && i.naturalWidth > 0)")
     assert page.eval_on_selector_all("#crops img", "is => is.length") >= 1
     shot = tmp_path_factory.getbasetemp() / "review_page.png"

@@ -42,12 +42,33 @@ async function post(path, body) {
   return data;
 }
 
-// Play only [t0, t1] of a file, again and again (the media fragment pauses at t1).
+// Play only [t0, t1] of a file, again and again. `timeupdate` comes every ~250 ms, long
+// enough to show the next shot; a frame callback sees each frame as it is presented and
+// goes back before the frame after t1 would be shown. `data-shown-until` records the
+// latest frame time presented (the tests check it stays inside the clip).
 function bound(video, src, t0, t1) {
+  const token = {};
+  video.boundToken = token;
+  video.dataset.shownUntil = "";
   const again = () => { video.currentTime = t0; video.play().catch(() => {}); };
   video.onloadedmetadata = again;
   video.onpause = () => { if (video.currentTime >= t1 - 0.15) again(); };
-  video.ontimeupdate = () => { if (video.currentTime >= t1 || video.currentTime < t0 - 0.5) again(); };
+  if ("requestVideoFrameCallback" in video) {
+    let last = null;
+    const onFrame = (now, meta) => {
+      if (video.boundToken !== token) return;  // the element shows another clip now
+      const t = meta.mediaTime;
+      if (t >= t0 - 0.001) video.dataset.shownUntil = Math.max(Number(video.dataset.shownUntil || 0), t);
+      const step = last === null || t <= last ? 0.05 : Math.min(0.2, t - last);
+      last = t;
+      if (t + 1.5 * step >= t1 || t < t0 - 0.5) { last = null; again(); }
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+    video.ontimeupdate = null;
+  } else {
+    video.ontimeupdate = () => { if (video.currentTime >= t1 - 0.25 || video.currentTime < t0 - 0.5) again(); };
+  }
   video.src = `${src}#t=${t0.toFixed(3)},${t1.toFixed(3)}`;
 }
 
