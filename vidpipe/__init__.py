@@ -15,6 +15,7 @@ from vidpipe._version import __version__
 _API = {"run": "vidpipe.api", "read_table": "vidpipe.store", "Config": "vidpipe.config"}
 _API.update(dict.fromkeys(("enroll", "tag", "search", "timeline", "identify", "unknown_people", "name_cluster",
                            "read_identities", "Gallery"), "vidpipe.identities"))
+_API.update(embed_speech="vidpipe.audio", score_active_speakers="vidpipe.active_speaker")
 
 __all__ = ["__version__", *_API]
 
