@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 
 from vidpipe.active_speaker import crop_tracks, follow, grid_times, score_active_speakers, score_tracks
+from vidpipe.backends.base import FACE, HEAD, Detections
 from vidpipe.config import Config
+from vidpipe.pipeline.clips import Clip
 from vidpipe.pipeline.runner import config_backends
+from vidpipe.pipeline.stage import ClipContext, Frame
+from vidpipe.stages.asd import major_face
 from vidpipe.video import decode_range, probe
 
 MEDIUM_SHOT = (3.580083, 7.884387)  # the performer (the clips table's times)
@@ -32,6 +36,26 @@ def test_tracks_follow_faces_between_detections():
     assert np.nanmax(np.abs(follow(times, jitter, grid, smooth=1).boxes[:20, 0] - (10 + 40 * grid[:20]))) > 25
     smooth = follow(times, jitter, grid, smooth=3)
     assert np.nanmax(np.abs(smooth.boxes[:20, 0] - (10 + 40 * grid[:20]))) <= 10.0  # the median keeps it out
+
+
+def test_the_major_face_is_the_rules_or_else_the_largest():
+    frames = [Frame(i, 1.0 + i / 4, np.zeros((90, 160, 3), np.uint8), 2.0) for i in range(3)]
+    small, large = [0, 0, 10, 10], [50, 0, 90, 40]
+    faces = Detections.merge([
+        Detections.of([small, large], [0.9, 0.9], FACE, 0, major=np.array([True, False])),
+        Detections.of([large, small], [0.9, 0.9], FACE, 1, major=np.array([False, False])),
+        Detections.of([large], [0.9], FACE, 2, major=np.array([False])),
+    ])
+    ctx = ClipContext(None, Clip("v-0000", "v", 0, 1.0, 2.0, "ok", None), frames, found=faces)
+    times, boxes = major_face(ctx)  # no rule ran: the largest face of each frame
+    assert times.tolist() == [1.0, 1.25, 1.5] and (boxes == np.array([large] * 3) * 2).all()
+    ctx.searched = {HEAD: "person_face"}  # the rule ran: its major faces only
+    times, boxes = major_face(ctx)
+    assert times.tolist() == [1.0] and (boxes == np.array([small]) * 2).all()
+    ctx.found = faces[faces.frame > 0]
+    assert major_face(ctx) is None  # no major face in any frame
+    ctx.found, ctx.searched = Detections.empty(), {}
+    assert major_face(ctx) is None
 
 
 @pytest.fixture(scope="module")

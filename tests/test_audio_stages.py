@@ -79,7 +79,8 @@ def run(shared, tmp_path_factory, paths, stages):
 @pytest.fixture(scope="module")
 def with_faces(shared, tmp_path_factory, inputs):
     paths = [inputs[k] for k in ("hamilton", "still_talk", "still_silent")]
-    return run(shared, tmp_path_factory, paths, ["faces", "speech", "asd", "audio"])
+    # Every clip kept, so the rule's verdict shows in the columns rather than as a rejection.
+    return run(shared, tmp_path_factory, paths, ["major_character", "faces", "speech", "asd", "audio"])
 
 
 def clip_at(clips, path, start_s):
@@ -88,14 +89,18 @@ def clip_at(clips, path, start_s):
     return rows.iloc[0]
 
 
-def test_the_performer_speaks_his_medium_shot_and_the_audience_does_not(with_faces, inputs):
+def test_the_performer_speaks_his_medium_shot(with_faces, inputs):
+    """The medium shot has one major character (the performer) and he sings; the audience
+    shot has none (the rule finds no major head), so there is no verdict, and its speech is
+    embedded as it is."""
     clips, audio, _ = with_faces
     medium = clip_at(clips, inputs["hamilton"], MEDIUM_SHOT_S)
     audience = clip_at(clips, inputs["hamilton"], AUDIENCE_SHOT_S)
-    print(f"\nmedium shot: speech {medium.speech_ratio:.2f}, major speaking {medium.major_speaking:.2f}; "
-          f"audience: speech {audience.speech_ratio:.2f}, major speaking {audience.major_speaking:.2f}")
+    print(f"\nmedium shot: speech {medium.speech_ratio:.2f}, major speaking {medium.major_speaking:.2f}")
+    assert medium.valid_frame_ratio > 0.9
     assert medium.speech_ratio > 0.5 and medium.major_speaking >= 0.9 and medium.voice_is_major
-    assert audience.speech_ratio > 0.5 and audience.major_speaking <= 0.1 and not audience.voice_is_major
+    assert audience.valid_frame_ratio < 0.3 and audience.speech_ratio > 0.5
+    assert np.isnan(audience.major_speaking) and audience.voice_is_major is None
     rows = audio.set_index("clip_id")
     assert rows.loc[medium.clip_id, "embedded_over"] == "major_speech"
     assert rows.loc[audience.clip_id, "embedded_over"] == "speech"

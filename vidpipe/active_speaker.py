@@ -240,7 +240,7 @@ def score_active_speakers(video: str | os.PathLike[str], start_s: float, end_s: 
         tracks.append(follow(times[faces.frame[rows]], boxes, grid, options.max_gap_s,
                              1 / cfg.sampling.fps, options.smooth_detections))
     tracks.sort(key=lambda tr: -np.nanmean((tr.boxes[:, 2] - tr.boxes[:, 0]) * (tr.boxes[:, 3] - tr.boxes[:, 1])))
-    with AudioReader(info.path) as reader:
+    with AudioReader(info.path, info.start_time_s) as reader:
         samples = reader.read(start_s + audio_offset_s, end_s + audio_offset_s)
     crops = crop_tracks(info, tracks, scorer, cfg.run.threads)
     return score_tracks(scorer, samples, tracks, crops)

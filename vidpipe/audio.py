@@ -60,15 +60,18 @@ class AudioReader:
     sound (before the stream starts, after it ends, no audio stream) the samples are 0.
     """
 
-    def __init__(self, path: str | os.PathLike[str], seek_gap_s: float = 10.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], start_time_s: float | None = None, seek_gap_s: float = 10.0) -> None:
         self.path = Path(path)
         try:
             self._container = av.open(str(self.path), mode="r", metadata_errors="ignore")
         except av.error.FFmpegError as e:
             raise AudioError(f"{self.path.name}: cannot open: {e.strerror or e}") from None
         self._stream = self._container.streams.audio[0] if self._container.streams.audio else None
-        start = self._container.start_time
-        self.start_time_s = start / av.time_base if start is not None else 0.0
+        # Time 0 of the presentation timeline: VideoInfo.start_time_s when the caller has it,
+        # else as `probe` finds it (the earliest stream's start).
+        starts = [float(st.start_time * st.time_base) for st in (*self._container.streams.video, *self._container.streams.audio)
+                  if st.start_time is not None and st.time_base]
+        self.start_time_s = start_time_s if start_time_s is not None else min(starts, default=0.0)
         self._gap = int(seek_gap_s * SAMPLE_RATE)
         self._chunks: list[np.ndarray] = []  # decoded samples not yet consumed, contiguous
         self._held_from = 0  # timeline index of the first held sample

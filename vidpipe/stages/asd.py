@@ -45,9 +45,8 @@ def major_face(ctx: ClipContext) -> tuple[np.ndarray, np.ndarray] | None:
     if HEAD in ctx.searched and "major" in faces.data:
         faces = faces[faces.data["major"].astype(bool)]
     else:
-        area = faces.area
-        faces = faces[[i for i in range(len(faces)) if area[i] == area[faces.frame == faces.frame[i]].max()]]
-        faces = faces[np.unique(faces.frame, return_index=True)[1]]  # one per frame (ties: the first)
+        order = np.lexsort((-faces.area, faces.frame))  # by frame, largest first
+        faces = faces[order[np.unique(faces.frame[order], return_index=True)[1]]]
     if not len(faces):
         return None
     times = np.array([ctx.frames[f].time_s for f in faces.frame])

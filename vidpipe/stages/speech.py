@@ -46,7 +46,7 @@ class SpeechStage(Stage):
         if self._reader is None or self._reader.path != ctx.video.path:
             if self._reader is not None:
                 self._reader.close()
-            self._reader = AudioReader(ctx.video.path)
+            self._reader = AudioReader(ctx.video.path, ctx.video.start_time_s)
         return self._reader
 
     def process(self, ctx: ClipContext) -> StageResult:
