@@ -35,6 +35,9 @@ def test_speaker_embeddings_separate_librispeech_speakers(librispeech):
     assert eer < 0.03  # chance is 50%; measured 0.4%
     single = embed_speech(str(files[0]))
     assert single.shape == (256,) and single @ emb[0] == pytest.approx(1.0, abs=1e-4)
+    silence = np.zeros(SAMPLE_RATE, np.int16)
+    assert np.isnan(embed_speech(silence, SAMPLE_RATE)).all()  # no speech, no speaker
+    assert np.isnan(embed_speech(silence, SAMPLE_RATE, speech_only=False)).all()
 
 
 def test_voice_activity_agrees_with_the_reference_speech_regions(shared):

@@ -242,7 +242,7 @@ class SpeakerEmbedder(Backend):
 
     @abstractmethod
     def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
-        """(len(clips), dim) float32 for 16 kHz speech (float or int16); NaN rows for empty clips."""
+        """(len(clips), dim) float32 for 16 kHz speech (float or int16); NaN rows for empty or silent clips."""
 
 
 @dataclass

@@ -146,3 +146,14 @@ class LightASD(nn.Module):
         mine.update({k.replace("lossAV.FC.", "fc."): v for k, v in state.items() if k.startswith("lossAV.FC.")})
         net.load_state_dict(mine, strict=True)
         return net.eval()
+
+
+class VisualFrontend(nn.Module):
+    """`LightASD.visual` alone, (B, T, 112, 112) uint8 → (B, T, 128): what is exported to ONNX."""
+
+    def __init__(self, net: LightASD) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.net.visual(crops)

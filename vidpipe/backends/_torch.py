@@ -3,7 +3,9 @@ a GPU; the CPU otherwise (with a warning when CUDA was asked for but is not ther
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Iterator
 
 from vidpipe.config import ConfigError
 from vidpipe.registry import log_once
@@ -25,3 +27,22 @@ def torch_device(device: str = "auto"):
             return torch.device("cpu")
         return torch.device(device)
     raise ConfigError(f"device must be auto, cpu or cuda, not {device!r}")
+
+
+@contextlib.contextmanager
+def one_thread_on_cpu(device) -> Iterator[None]:
+    """Torch on one thread inside the block when `device` is the CPU. For recurrent nets
+    (GE2E's LSTM, Light-ASD's GRU): each step is a small matrix product that threads cannot
+    split usefully, and their barriers collapse on busy cores (GE2E, 64 partials: 22-75 ms
+    each on one thread, 340-640 ms on two, on this 2-core machine at load 10)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from vidpipe.audio import SpeakerEmbedder, to_float
-from vidpipe.backends._torch import torch_device
+from vidpipe.audio import SAMPLE_RATE, SpeakerEmbedder, to_float
+from vidpipe.backends._torch import one_thread_on_cpu, torch_device
 from vidpipe.registry import BackendContext, register
 
 PARTIALS_PER_S = 1.3  # resemblyzer's embed_utterance defaults
@@ -47,6 +47,8 @@ class Ge2eEmbedder(SpeakerEmbedder):
         self.dim = 256
         self.batch_size = max(1, int(batch_size))
         self.weight_files = [Path(resemblyzer.__file__).parent / "pretrained.pt"]
+        # librosa loads its filter and FFT code on first use (seconds): pay that here, once.
+        self._audio.wav_to_mel_spectrogram(np.zeros(SAMPLE_RATE, np.float32))
 
     def partials(self, speech: np.ndarray) -> np.ndarray:
         """(n, 160, 40) mel spectrograms of the 1.6 s partial utterances of one clip."""
@@ -60,13 +62,13 @@ class Ge2eEmbedder(SpeakerEmbedder):
         import torch
 
         out = np.full((len(clips), self.dim), np.nan, np.float32)
-        keep = [i for i, c in enumerate(clips) if len(c) > 0]
+        keep = [i for i, c in enumerate(clips) if np.any(c)]  # silence has no speaker
         if not keep:
             return out
         parts = [self.partials(np.asarray(clips[i]).reshape(-1)) for i in keep]
         mels = torch.from_numpy(np.concatenate(parts))
         embeds = []
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread_on_cpu(self.device):
             for i in range(0, len(mels), self.batch_size):
                 batch = mels[i : i + self.batch_size].to(self.device)
                 embeds.append(self.timed(lambda: self.encoder(batch).cpu().numpy(), len(batch)))

@@ -11,33 +11,43 @@ runs over windows of 1, 2, 3, 4, 5 and 6 s (weights 3, 3, 2, 1, 1, 1, upstream's
 set) and the logits are averaged. The convolutional front ends see the whole track once:
 the visual one in chunks with enough temporal context (6 frames) to give exactly what one
 pass would, so memory stays bounded on long clips.
+
+On the CPU the visual front end (nearly all of the cost) runs in ONNX Runtime: exported
+once per weights file into the user cache, it is 2.5-3x faster than eager torch here
+(0.24-0.42 against 0.66-0.99 s per second of face track at load 8, same outputs to 1e-6).
+On CUDA everything stays in torch.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
 from vidpipe.active_speaker import ActiveSpeakerScorer
-from vidpipe.backends._torch import torch_device
-from vidpipe.registry import BackendContext, register
+from vidpipe.backends._onnx import session
+from vidpipe.backends._torch import one_thread_on_cpu, torch_device
+from vidpipe.registry import BackendContext, log_once, register
+from vidpipe.util import atomic_path
+from vidpipe.weights import cache_dir, sha256_file
 
 CROP = 112
 CROP_SCALE = 0.4  # upstream cropScale
 PAD_GREY = 110  # upstream pads pictures with this value
 MFCC_PER_FRAME = 4  # 100 fps audio features per 25 fps video frame
 DURATIONS = (1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 6)  # upstream's window lengths (s), averaged
-CHUNK = 100  # frames per visual front-end input
+CHUNK = 50  # frames per visual front-end input (+ 6 of context each side): 2 s, ~290 MB at most on the CPU
 
 
 class LightAsdScorer(ActiveSpeakerScorer):
     fps = 25.0
 
-    def __init__(self, path: Path, device: str = "auto", chunks_per_call: int = 4) -> None:
+    def __init__(self, path: Path, device: str = "auto", threads: int = 0, chunks_per_call: int | None = None) -> None:
         super().__init__()
         import torch
 
@@ -47,8 +57,32 @@ class LightAsdScorer(ActiveSpeakerScorer):
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.net = LightASD.from_state_dict(state).to(self.device)
         self.name = "light_asd"
-        self.chunks_per_call = max(1, int(chunks_per_call))
+        # Bigger batches only pay on a GPU; on the CPU they only hold more activations.
+        self.chunks_per_call = chunks_per_call or (8 if self.device.type == "cuda" else 1)
         self.weight_files = [Path(path)]
+        self.visual_frontend: Callable = self.net.visual
+        if self.device.type == "cpu":
+            try:
+                self.visual_frontend = self._onnx_visual(Path(path), threads)
+            except Exception as e:  # no exporter here: eager torch gives the same numbers, slower
+                log_once(logging.WARNING, "light_asd: visual front end stays in torch (%s)", e)
+
+    def _onnx_visual(self, weights: Path, threads: int) -> Callable:
+        """The visual front end as an ONNX Runtime session, exported once into the cache."""
+        import torch
+
+        from vidpipe.backends._light_asd_net import VisualFrontend
+
+        onnx_file = cache_dir() / "onnx" / f"{weights.stem}-{sha256_file(weights)[:16]}-visual.onnx"
+        if not onnx_file.is_file():
+            example = torch.zeros((1, 16, CROP, CROP), dtype=torch.uint8)  # any length: the axes are dynamic
+            with atomic_path(onnx_file) as tmp, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(VisualFrontend(self.net).eval(), (example,), str(tmp), dynamo=False, input_names=["crops"],
+                                  output_names=["embedding"], dynamic_axes={"crops": {0: "batch", 1: "frames"}})
+            self.net.eval()  # the exporter puts modules back in the mode it found the wrapper in
+        sess = session(onnx_file, "cpu", threads)
+        return lambda crops: torch.from_numpy(sess.run(None, {"crops": crops.numpy()})[0])
 
     def crop(self, gray: np.ndarray, box: np.ndarray) -> np.ndarray:
         x1, y1, x2, y2 = (float(v) for v in box)
@@ -90,7 +124,7 @@ class LightAsdScorer(ActiveSpeakerScorer):
             for g in range(0, len(group), self.chunks_per_call):
                 batch = group[g : g + self.chunks_per_call]
                 x = torch.from_numpy(np.stack([crops[i][s:e] for i, _, s, e in batch])).to(self.device)
-                emb = self.timed(lambda: self.net.visual(x), len(batch) * length)
+                emb = self.timed(lambda: self.visual_frontend(x), len(batch) * length)
                 for (i, a, s, e), row in zip(batch, emb):
                     b = min(len(crops[i]), a + CHUNK)
                     out[i][a:b] = row[a - s : b - s]
@@ -119,8 +153,9 @@ class LightAsdScorer(ActiveSpeakerScorer):
 
         crops = [np.asarray(c, np.uint8) for _, c in tracks]
         with torch.inference_mode():
-            visual = self._visual(crops)
-            out = []
+            visual = self._visual(crops)  # ONNX Runtime on the CPU, with the run's threads
+        out = []
+        with torch.inference_mode(), one_thread_on_cpu(self.device):  # the small audio net and the GRU
             for (samples, c), v in zip(tracks, visual):
                 if not len(c):
                     out.append(np.zeros(0, np.float32))
@@ -133,4 +168,4 @@ class LightAsdScorer(ActiveSpeakerScorer):
 
 @register("active_speaker", "light_asd", auto=0, summary="Light-ASD (asd.weights: light_asd_talkset, light_asd_ava)")
 def _light_asd(ctx: BackendContext) -> LightAsdScorer:
-    return LightAsdScorer(ctx.weights(ctx.options.weights), ctx.device)
+    return LightAsdScorer(ctx.weights(ctx.options.weights), ctx.device, ctx.threads)

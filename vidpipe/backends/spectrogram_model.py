@@ -66,7 +66,7 @@ class SpectrogramEmbedder(SpeakerEmbedder):
 
     def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         out = np.full((len(clips), self.dim), np.nan, np.float32)
-        keep = [i for i, c in enumerate(clips) if len(c) > 0]
+        keep = [i for i, c in enumerate(clips) if np.any(c)]  # silence has no speaker
         if not keep:
             return out
         parts = [segments(spectrogram(clips[i], self.onesided).numpy()) for i in keep]
