@@ -21,6 +21,7 @@ import numpy as np
 
 from vidpipe.audio import SAMPLE_RATE, SpeakerEmbedder, to_float
 from vidpipe.backends._torch import one_thread_on_cpu, torch_device
+from vidpipe.backends.base import ModelStats
 from vidpipe.registry import BackendContext, register
 
 PARTIALS_PER_S = 1.3  # resemblyzer's embed_utterance defaults
@@ -47,8 +48,10 @@ class Ge2eEmbedder(SpeakerEmbedder):
         self.dim = 256
         self.batch_size = max(1, int(batch_size))
         self.weight_files = [Path(resemblyzer.__file__).parent / "pretrained.pt"]
-        # librosa loads its filter and FFT code on first use (seconds): pay that here, once.
-        self._audio.wav_to_mel_spectrogram(np.zeros(SAMPLE_RATE, np.float32))
+        # librosa loads its filter and FFT code on first use (seconds), and the first LSTM
+        # call allocates: pay both here, once, not on the first clip.
+        self.embed([np.full(SAMPLE_RATE, 100, np.int16)])
+        self.stats = ModelStats()  # count the clips' calls only
 
     def partials(self, speech: np.ndarray) -> np.ndarray:
         """(n, 160, 40) mel spectrograms of the 1.6 s partial utterances of one clip."""

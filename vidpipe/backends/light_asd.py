@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from vidpipe.active_speaker import ActiveSpeakerScorer
+from vidpipe.backends.base import ModelStats
 from vidpipe.backends._onnx import session
 from vidpipe.backends._torch import one_thread_on_cpu, torch_device
 from vidpipe.registry import BackendContext, log_once, register
@@ -66,6 +67,9 @@ class LightAsdScorer(ActiveSpeakerScorer):
                 self.visual_frontend = self._onnx_visual(Path(path), threads)
             except Exception as e:  # no exporter here: eager torch gives the same numbers, slower
                 log_once(logging.WARNING, "light_asd: visual front end stays in torch (%s)", e)
+        # The first inference allocates (thread pools, arenas): not the first clip's cost.
+        self.score([(np.zeros(CHUNK * 640, np.int16), np.zeros((CHUNK, CROP, CROP), np.uint8))])
+        self.stats = ModelStats()  # count the clips' calls only
 
     def _onnx_visual(self, weights: Path, threads: int) -> Callable:
         """The visual front end as an ONNX Runtime session, exported once into the cache."""

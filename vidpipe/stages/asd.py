@@ -6,9 +6,10 @@ between its 4 fps detections, cropped from one decode of the clip's range, and s
 against the clip's audio by the active-speaker backend (Light-ASD). `major_speaking` is the
 fraction of the clip's speech frames (40 ms, at least half speech) where the major
 character speaks (followed, logit > 0); `voice_is_major` is major_speaking >=
-`voice_is_major_min` (0.5: measured on the shared media, the speaking performer's close
-shot gives 1.0; the same performer's wide shot 0.06, the audience 0.0 and a still photo
-under someone else's speech 0.0). Only frames within `context_s` of speech are scored.
+`voice_is_major_min` (0.5: the voice is the major character's for most of the speech).
+Measured on the shared media: the singing performer's medium shot gives 1.00; the shot
+before it, a man in profile while the song goes on, 0.42; a still photo under someone
+else's speech 0.00 (70 of 71 photos read as silent). Only frames within `context_s` of speech are scored.
 Clips without speech or without a major face record nulls and run no network. The
 per-frame scores go on to the audio stage (`SpeakingScores` record).
 """
@@ -32,7 +33,7 @@ class AsdConfig:
     model: str = "auto"  # active_speaker backend: auto | light_asd
     weights: str = "light_asd_talkset"  # light_asd_talkset (TalkSet fine-tuned) | light_asd_ava
     max_gap_s: float = 1.0  # the face is not followed across detection gaps longer than this
-    smooth_detections: int = 3  # median over this many consecutive detections: one bad box does not move the crop
+    smooth_frames: int = 13  # median over this many 25 fps boxes (0.5 s, upstream Light-ASD's): steady crops
     voice_is_major_min: float = 0.5  # major_speaking at or above this: the voice is the major character's
     context_s: float = 0.5  # frames this close to speech are scored too (the model's temporal context)
 
@@ -85,7 +86,7 @@ class AsdStage(Stage):
         grid = grid_times(ctx.clip.start_s, ctx.clip.end_s, scorer.fps)
         period = 1.0 / self.settings.sampling.fps
         speech = speech_frames(audio, len(grid), scorer.fps)
-        track = follow(*face, grid, o.max_gap_s, period, o.smooth_detections)
+        track = follow(*face, grid, o.max_gap_s, period, o.smooth_frames)
         # Only speech frames count; frames far from any are not scored (or even cropped).
         near = binary_dilation(speech, iterations=max(1, round(o.context_s * scorer.fps))) if speech.any() else speech
         track.boxes[~near] = np.nan
