@@ -40,6 +40,20 @@ def test_speaker_embeddings_separate_librispeech_speakers(librispeech):
     assert np.isnan(embed_speech(silence, SAMPLE_RATE, speech_only=False)).all()
 
 
+def test_ge2e_mel_front_end_is_resemblyzers(shared):
+    """vidpipe computes resemblyzer's mel spectrogram in NumPy (librosa's first call costs
+    seconds of imports); the numbers must be librosa's."""
+    from vidpipe.backends.ge2e import import_resemblyzer, mel_spectrogram
+
+    _, resemblyzer_audio, _ = import_resemblyzer()
+    speech = load_audio(shared / "media/audio/sample.wav")[: 3 * SAMPLE_RATE] / 32768.0
+    noise = np.random.default_rng(0).standard_normal(12345) * 0.1
+    for wav in (speech.astype(np.float32), noise.astype(np.float32)):
+        ours, theirs = mel_spectrogram(wav), resemblyzer_audio.wav_to_mel_spectrogram(wav)
+        assert ours.shape == theirs.shape
+        assert np.abs(ours - theirs).max() < 1e-5 * np.abs(theirs).max()
+
+
 def test_voice_activity_agrees_with_the_reference_speech_regions(shared):
     audio = load_audio(shared / "media/audio/sample.wav")
     vad = config_backends(Config()).get("vad")

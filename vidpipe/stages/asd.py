@@ -9,9 +9,9 @@ character speaks (followed, logit > 0); `voice_is_major` is major_speaking >=
 `voice_is_major_min` (0.5: the voice is the major character's for most of the speech).
 Measured on the shared media: the singing performer's medium shot gives 1.00; the shot
 before it, a man in profile while the song goes on, 0.42; a still photo under someone
-else's speech 0.00 (70 of 71 photos read as silent). Only frames within `context_s` of speech are scored.
-Clips without speech or without a major face record nulls and run no network. The
-per-frame scores go on to the audio stage (`SpeakingScores` record).
+else's speech 0.00 (70 of 71 photos read as silent). Only frames within `context_s` of
+speech are scored. Clips without speech or without a major face record nulls and run no
+network. The per-frame scores go on to the audio stage (`SpeakingScores` record).
 """
 
 from __future__ import annotations
