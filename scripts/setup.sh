@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up vidpipe on a fresh machine: system packages (ffmpeg, espeak-ng) when missing,
-# a virtual environment at .venv/ in the checkout, and vidpipe with its extras.
+# Set up vidpipe on a fresh machine: system packages (ffmpeg, espeak-ng, and chromium for the
+# review page's browser tests) when missing,
+# a virtual environment at .venv/ in the checkout, and vidpipe with its dev extras.
 # Safe to run again: it only does what is missing.
 #
 #   bash scripts/setup.sh                  CPU: torch pinned to the CPU build (constraints-cpu.txt), extras dev,ray
@@ -23,6 +24,7 @@ done
 need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need[*]}"
   SUDO=""

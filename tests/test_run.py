@@ -56,6 +56,7 @@ def mixed_run(mixed_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("store")
     cfg = Config()
     cfg.faces.detector = cfg.faces.embedder = "dlib"  # weights from PyPI: runs without ../shared
+    cfg.set("pipeline.stages", "faces")  # about clips and files: synthetic videos have no people
     report = vidpipe.run([mixed_folder], out, cfg)
     return out, report, cfg
 
@@ -142,7 +143,7 @@ def test_tables_read_with_pandas_pyarrow_and_duckdb(mixed_run):
 def test_cli_exit_codes_and_one_line_errors(mixed_folder, tmp_path):
     runner = CliRunner()
     good = runner.invoke(main, ["run", str(mixed_folder / "good.mp4"), "--out", str(tmp_path / "a"), "-q",
-                                "--face-backend", "dlib"])
+                                "--face-backend", "dlib", "--set", "pipeline.stages=faces"])
     assert good.exit_code == 0, good.output
     bad = runner.invoke(main, ["run", str(mixed_folder / "empty.mp4"), str(tmp_path / "missing.mp4"),
                                "--out", str(tmp_path / "b"), "-q", "--face-backend", "dlib"])
@@ -164,7 +165,8 @@ def test_cli_missing_weights_is_one_line(tmp_path, mixed_folder, monkeypatch):
 
 
 def test_config_file_and_flags(tmp_path, mixed_folder):
-    (tmp_path / "cfg.toml").write_text('[clips]\nmin_duration_s = 0.5\n[faces]\ndetector = "dlib"\nembedder = "dlib"\n')
+    (tmp_path / "cfg.toml").write_text('[clips]\nmin_duration_s = 0.5\n[pipeline]\nstages = ["faces"]\n'
+                                       '[faces]\ndetector = "dlib"\nembedder = "dlib"\n')
     result = CliRunner().invoke(main, ["run", str(mixed_folder / "good.mp4"), "--out", str(tmp_path / "o"), "-q",
                                        "--config", str(tmp_path / "cfg.toml"), "--max-clip", "2.5"])
     assert result.exit_code == 0, result.output
@@ -184,6 +186,7 @@ def hamilton_store(shared, tmp_path_factory):
     cfg = Config()
     cfg.run.weights_dir = str(shared / "weights")
     cfg.faces.detector, cfg.faces.embedder = "scrfd", "arcface"
+    cfg.set("pipeline.stages", "faces")  # every face ranked (tests/test_major_character.py: with the rule)
     report = vidpipe.run(shared / "media/videos/short_hamilton_clip.mp4", out, cfg)
     assert report.exit_code == 0
     return out, cfg
@@ -250,7 +253,7 @@ def test_killed_runs_resume_to_exactly_a_clean_run(shared, tmp_path):
         os.symlink(shared / "media/videos" / name, videos / Path(name).name)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "vidpipe", "run", str(videos), "--weights", str(shared / "weights"),
-           "--face-backend", "scrfd", "-q"]
+           "--face-backend", "scrfd", "--set", "pipeline.stages=faces", "-q"]
     clean = tmp_path / "clean"
     subprocess.run(cmd + ["--out", str(clean)], env=env, check=True, capture_output=True)
 
@@ -285,6 +288,7 @@ def test_an_unexpected_failure_is_recorded_for_that_file_only(mixed_folder, tmp_
     monkeypatch.setattr(FaceStage, "process", broken)
     cfg = Config()
     cfg.faces.detector = cfg.faces.embedder = "dlib"
+    cfg.set("pipeline.stages", "faces")
     report = vidpipe.run([mixed_folder / "good.mp4", mixed_folder / "empty.mp4"], tmp_path / "o", cfg)
     errors = {Path(o.path).name: o.error for o in report.failed}
     assert errors["good.mp4"] == "unexpected RuntimeError: model exploded (see --log-level debug)"
@@ -377,3 +381,24 @@ def test_two_runs_on_one_store_never_do_the_same_video_twice(tmp_path, mixed_fol
     processed = sum(int(s.split(" processed")[0].split()[-1]) for s in summaries)
     assert processed == 4, summaries  # 4 videos, analysed once between the two runs
     assert len(vidpipe.read_table(out, "videos")) == 4
+
+
+def test_a_resumed_run_sweeps_only_its_own_temporaries(tmp_path):
+    """A killed run's per-video temporaries go; another writer's (a `vidpipe tag` writing
+    OUT/identities at the same time) and a video another process holds stay."""
+    from vidpipe.store import VideoLock, remove_stale_temporaries
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "identities").mkdir()
+    stale = tmp_path / "clips" / ".aaaa.parquet.123.tmp"
+    held = tmp_path / "clips" / ".bbbb.parquet.456.tmp"
+    other = tmp_path / "identities" / ".tags.parquet.x1y2.tmp"
+    for p in (stale, held, other):
+        p.write_bytes(b"partial")
+    lock = VideoLock(tmp_path, "bbbb")
+    assert lock.acquire(wait=False)
+    try:
+        remove_stale_temporaries(tmp_path)
+    finally:
+        lock.release()
+    assert not stale.exists() and held.exists() and other.exists()

@@ -135,7 +135,8 @@ class _ConstantDetector(Detector):
 def toy_backends(monkeypatch):
     from vidpipe.weights import WeightsNotFound
 
-    specs = dict(registry._SPECS["head_detector"])
+    registry.specs("head_detector")  # the real backends are loaded, then set aside for this test
+    specs: dict = {}
     monkeypatch.setitem(registry._SPECS, "head_detector", specs)
 
     @registry.register("head_detector", "needs_weights", auto=0)

@@ -13,6 +13,10 @@ from vidpipe._version import __version__
 
 # Lazy: `import vidpipe.models` (torch) must not pay for the video stack and vice versa.
 _API = {"run": "vidpipe.api", "read_table": "vidpipe.store", "Config": "vidpipe.config"}
+_API.update(dict.fromkeys(("enroll", "tag", "search", "timeline", "identify", "unknown_people", "name_cluster",
+                           "read_identities", "Gallery"), "vidpipe.identities"))
+_API.update({"serve_review": "vidpipe.review", "export_dataset": "vidpipe.export", "ExportOptions": "vidpipe.export"})
+_API.update(embed_speech="vidpipe.audio", score_active_speakers="vidpipe.active_speaker")
 
 __all__ = ["__version__", *_API]
 

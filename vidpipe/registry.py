@@ -42,6 +42,10 @@ class BackendError(Exception):
     """A backend that is unknown or cannot be built (one-line message)."""
 
 
+class NoBackendAvailable(BackendError):
+    """"auto" found no backend of a task whose weights are present."""
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     task: str
@@ -164,4 +168,4 @@ class Backends:
             because = f", because {'; '.join(reasons)}" if reasons else ""
             log_once(logging.INFO, "%s: %s%s", task.replace("_", " "), backend.describe(), because)
             return backend
-        raise BackendError(f"no {task} can be built: {'; '.join(reasons)}")
+        raise NoBackendAvailable(f"no {task} can be built: {'; '.join(reasons)}")

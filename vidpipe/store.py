@@ -224,7 +224,8 @@ class VideoLock:
 def remove_stale_temporaries(out: Path) -> None:
     """Temporaries of a killed run are never renamed into place; sweep those whose video
     no running process holds (another `vidpipe run` may be writing the rest)."""
-    for tmp in Path(out).glob("*/.*.parquet.*.tmp"):
+    per_video = [t for t in known_schemas() if t != "paths"]  # other folders' temporaries belong to other writers
+    for tmp in (t for table in per_video for t in table_dir(out, table).glob(".*.parquet.*.tmp")):
         video_id = tmp.name[1:].split(".parquet.")[0]
         lock = VideoLock(out, video_id)
         if lock.acquire(wait=False):

@@ -335,3 +335,66 @@ def decode(
             raise VideoError("no decodable video frames (corrupt or truncated file)")
     finally:
         container.close()
+
+
+def decode_range(
+    info: VideoInfo,
+    start_s: float,
+    end_s: float,
+    fps: float,
+    *,
+    gray: bool = False,
+    max_side: int | None = None,
+    threads: int = 0,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """The picture on screen at each time start_s + k/fps (k = 0, 1, … while < end_s):
+    (time_s, image), upright, on the presentation timeline; grey (the luma plane) or BGR,
+    shrunk to `max_side` when given. Seeks to the keyframe before `start_s` and decodes
+    forward, so a range costs its own frames plus part of a GOP. For models that want a fixed
+    frame rate (active speaker: 25 fps face crops); the run's one decode stays `decode`.
+    A decoding error ends the range early: the last picture stays on screen."""
+    if fps <= 0 or end_s <= start_s:
+        return
+    container = _open(info.path)
+    try:
+        stream = _picture_stream(container)
+        stream.thread_type = "AUTO"
+        if threads > 0:
+            stream.codec_context.thread_count = threads
+        src_w, src_h = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+        size = fit_within(src_w, src_h, max_side, even=True)[:2] if max_side else (src_w, src_h)
+        to_image = VideoReformatter()
+        fmt = "gray" if gray else "bgr24"
+        shown: av.VideoFrame | None = None  # the latest frame at or before the next grid time
+        image: np.ndarray | None = None  # `shown` converted, once
+
+        def picture() -> np.ndarray:
+            nonlocal image
+            if image is None:
+                out = to_image.reformat(shown, width=size[0], height=size[1], format=fmt).to_ndarray()
+                image = _upright(out, info.rotation)
+            return image
+
+        k = 0
+        try:
+            if start_s > info.video_start_s and stream.time_base:
+                container.seek(int((start_s + info.start_time_s) / stream.time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.pts is None or frame.time_base is None:
+                    continue
+                t = float(frame.pts * frame.time_base) - info.start_time_s
+                if shown is None:  # the first picture also stands for grid times before it
+                    shown = frame
+                while start_s + k / fps < end_s and start_s + k / fps < t - 1e-6:
+                    yield start_s + k / fps, picture()
+                    k += 1
+                if start_s + k / fps >= end_s:
+                    return
+                shown, image = frame, None
+        except av.error.FFmpegError as e:
+            log.warning("%s: decoding stopped at %.2f s: %s", info.path.name, start_s + k / fps, _one_line(e))
+        while shown is not None and start_s + k / fps < end_s:
+            yield start_s + k / fps, picture()
+            k += 1
+    finally:
+        container.close()

@@ -148,6 +148,8 @@ PACKAGED: dict[str, str] = {
     "shape_predictor_5_face_landmarks.dat": "public domain (dlib-models; face-recognition-models wheel)",
     "dlib_face_recognition_resnet_model_v1.dat": "public domain (dlib-models; face-recognition-models wheel)",
     "mmod_human_face_detector.dat": "public domain (dlib-models; face-recognition-models wheel)",
+    "pretrained.pt": "Apache-2.0 (GE2E speaker encoder; resemblyzer wheel)",
+    "silero_vad.onnx": "MIT (silero-vad wheel)",
 }
 
 

@@ -45,8 +45,9 @@ def session_options(threads: int = 0):
     return so
 
 
-def session(path, device: str = "auto", threads: int = 0):
-    """An InferenceSession for `path` on `device`."""
+def session(model, device: str = "auto", threads: int = 0):
+    """An InferenceSession for `model` (a file path, or the bytes of a model edited in memory) on `device`."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), sess_options=session_options(threads), providers=onnx_providers(device))
+    model = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(model, sess_options=session_options(threads), providers=onnx_providers(device))

@@ -51,17 +51,20 @@ def main() -> None:
       vidpipe train --features features/ --labels labels.csv --out model/
       vidpipe predict --features features/ --model model/ --submission sub.txt
       vidpipe eval --submission sub.txt --gt val_gt.txt       mAP@100 as iQIYI-VID
+      vidpipe review features/ --db gallery.db  then  vidpipe export features/ --db gallery.db --out dataset/
     """
 
 
 def _register() -> None:
     from vidpipe.cli.backends import backends_cmd
     from vidpipe.cli.config import config_cmd
+    from vidpipe.cli.identities import COMMANDS as IDENTITY_COMMANDS
+    from vidpipe.cli.review import COMMANDS as REVIEW_COMMANDS
     from vidpipe.cli.run import run_cmd
     from vidpipe.cli.weights import weights_cli
     from vidpipe.models.cli import evaluate, predict, train
 
-    for command in (run_cmd, config_cmd, backends_cmd, weights_cli, train, predict, evaluate):
+    for command in (run_cmd, config_cmd, backends_cmd, weights_cli, train, predict, evaluate, *IDENTITY_COMMANDS, *REVIEW_COMMANDS):
         main.add_command(command)
 
 

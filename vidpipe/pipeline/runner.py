@@ -31,7 +31,7 @@ from vidpipe.pipeline.clips import Clip, judge_shot
 from vidpipe.pipeline.shots import ShotDetector
 from vidpipe.pipeline.stage import ClipContext, Frame, Stage, backend_owner, stage_classes
 from vidpipe.ranges import SpanWatch, plan_spans
-from vidpipe.registry import Backends
+from vidpipe.registry import Backends, NoBackendAvailable, log_once
 from vidpipe.store import Manifest, VideoLock, VideoWriter, finished, record_path, table_schemas
 from vidpipe.util import first_line
 from vidpipe.video import DecodedFrame, VideoError, VideoInfo, content_id, decode, probe
@@ -152,9 +152,20 @@ class Pipeline:
 
     @classmethod
     def build(cls, cfg: Config) -> "Pipeline":
+        """The configured stages. Of the default stages, one whose backends have no weights
+        here (e.g. bodies on a fresh machine) is left out, saying so once; a stage the
+        config names must be built."""
         backends = config_backends(cfg)
         classes = stage_classes()
-        return cls(cfg, [classes[name](cfg, backends) for name in cfg.stage_names()], backends)
+        stages = []
+        for name in cfg.stage_names():
+            try:
+                stages.append(classes[name](cfg, backends))
+            except NoBackendAvailable as e:
+                if cfg.pipeline.stages:
+                    raise
+                log_once(logging.WARNING, "stage %s is off: %s", name, e)
+        return cls(cfg, stages, backends)
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Every backend in use (those stages asked for and those backends built on), with
