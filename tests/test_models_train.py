@@ -55,7 +55,8 @@ def test_default_training_beats_the_prototype_on_unseen_clips(synth, tmp_path):
     meta = json.loads((tmp_path / "m/model.json").read_text())
     assert meta["validation"]["map"] == pytest.approx(result.val_map)
     kept = result.best_epochs[0]
-    assert history[kept - 1].val_map == max(h.val_map for h in history)  # the best epoch is the one kept
+    assert history[kept - 1].val_map == max(h.val_map for h in history)  # the best epoch is the one kept …
+    assert all(h.val_map < history[kept - 1].val_map for h in history[kept:])  # … the last of the best
     score = _map(tmp_path / "m", synth)
     proto = PrototypeModel.fit(data)
     val = load_iqiyi(synth, "val")
@@ -135,7 +136,7 @@ def test_early_stopping_keeps_the_best_epoch(synth, tmp_path):
                        TrainConfig(epochs=30, patience=2, lr=0.05, batch_size=64, frames=8, test_frames=16),
                        tmp_path / "m", progress=False)
     history = result.history[0]
-    best = max(range(len(history)), key=lambda i: history[i].val_map)
+    best = max(range(len(history)), key=lambda i: (history[i].val_map, i))  # ties: the later epoch
     assert result.best_epochs == [best + 1] and len(history) <= best + 1 + 2  # stopped 2 epochs after the best
     kept = torch.load(tmp_path / "m/member_0/model.pt", weights_only=True)["model"]
     last = torch.load(tmp_path / "m/member_0/checkpoint.pt", weights_only=True)

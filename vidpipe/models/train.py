@@ -211,11 +211,12 @@ class Trainer:
         return stats
 
     def validate(self, val: ClipSet) -> float:
-        """Val mAP@100 of the current weights; remembers them when they are the best so far."""
+        """Val mAP@100 of the current weights; remembers them when they are the best so far (a
+        tie goes to the later, better-trained epoch: a small val split saturates early)."""
         score = scores_map(probabilities([self.model], self.model_cfg.modalities, val, self.device,
                                          self.cfg.test_frames), val.clip_ids, self.model_cfg.classes, val.labels)
         self.history[-1].val_map = score
-        if self.best is None or score > self.best[0]:
+        if self.best is None or score >= self.best[0]:
             self.best = (score, self.epoch, copy.deepcopy(self.model.state_dict()))
         return score
 
