@@ -2,6 +2,7 @@
 """Accuracy benchmarks of the fusion model: does training beat plain cosine matching on clips
 it has not seen, at which sizes, and where does each model break?
 
+    python benchmarks/bench_fusion.py generate --size large         # make and convert a set only
     python benchmarks/bench_fusion.py adversarial --size small      # every arch × (face, all), ~30 min
     python benchmarks/bench_fusion.py adversarial --size large      # 20,000 training clips, hours on 2 cores
     python benchmarks/bench_fusion.py knobs                          # the generator's knobs, one at a time
@@ -108,6 +109,11 @@ def describe(train_set: ClipSet, val: ClipSet) -> str:
 
 # ---------------------------------------------------------------- adversarial table
 
+def generate(args: argparse.Namespace) -> None:
+    """Only make (and convert) the set of --size, e.g. ahead of a long run."""
+    print(describe(*dataset(sized_spec(args.size, seed=args.seed), args)))
+
+
 def adversarial(args: argparse.Namespace) -> None:
     spec = sized_spec(args.size, seed=args.seed)
     train_set, val = dataset(spec, args)
@@ -140,7 +146,7 @@ KNOB_MODELS = [("prototype", ["face"]), ("prototype", ALL), ("avg", ALL), ("famf
 
 
 def knobs(args: argparse.Namespace) -> None:
-    print(f"\n### Where each model breaks: one knob of the small set at a time (val mAP@100)\n")
+    print("\n### Where each model breaks: one knob of the small set at a time (val mAP@100)\n")
     print("| knob = value | " + " | ".join(f"{a} ({'face' if m == ['face'] else 'all'})" for a, m in KNOB_MODELS) + " |")
     print("|---|" + "---|" * len(KNOB_MODELS))
     for knob, values in KNOBS.items():
@@ -317,7 +323,7 @@ def real_part(args: argparse.Namespace, workdir: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    p.add_argument("part", choices=["adversarial", "knobs", "ablation", "real"])
+    p.add_argument("part", choices=["generate", "adversarial", "knobs", "ablation", "real"])
     p.add_argument("--size", choices=["small", "large"], default="small")
     p.add_argument("--archs", help="comma list (default: every architecture of the table)")
     p.add_argument("--paper", default="famf,iqiyi", help="archs also trained with --recipe paper ('' = none)")
@@ -334,7 +340,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="vidpipe_bench_real_") as tmp:
             real_part(args, Path(tmp))
     else:
-        {"adversarial": adversarial, "knobs": knobs, "ablation": ablation}[args.part](args)
+        {"generate": generate, "adversarial": adversarial, "knobs": knobs, "ablation": ablation}[args.part](args)
     log(f"done in {time.perf_counter() - t:.0f} s (torch threads {torch.get_num_threads()})")
 
 

@@ -225,3 +225,21 @@ def test_strict_eval_refuses_what_the_official_script_asserts(tmp_path):
     # 100 distinct clips after dropping repeats is fine, as in the official script
     r = _eval(tmp_path, gt, "1 " + " ".join(f"p{i % 100}.mp4" for i in range(130)) + "\n", "--strict")
     assert r.exit_code == 0 and r.stdout.startswith(f"mAP={(100 / 150) / 2:.6f}")
+
+
+def test_conversion_retries_a_pickle_that_refers_back(tmp_path):
+    """Python 3's protocol-2 pickles refer back to one 'latin1' string from every video: the
+    converter forgets less and goes on, and the store holds every row."""
+    from vidpipe.models.data import load_iqiyi
+
+    faces = _faces(1100, rows=2)
+    (tmp_path / "face_train.pickle").write_bytes(pickle.dumps(faces, protocol=2))
+    logs = []
+    data = load_iqiyi(tmp_path, "train", log=logs.append)
+    assert any("refers back" in line for line in logs) and "face_train.pickle" in logs[-1]
+    assert len(data) == 1100 and data.banks["face"].count.tolist() == [2] * 1100
+    whole = iqiyi_io.read_modality_pickle(tmp_path / "face_train.pickle", "face")
+    first = data.clip_ids.index("IQIYI_VID_TRAIN_0000007")
+    start = int(data.banks["face"].start[first])
+    np.testing.assert_array_equal(data.banks["face"].frames[start : start + 2].numpy(),
+                                  whole["IQIYI_VID_TRAIN_0000007"].feats)

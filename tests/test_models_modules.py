@@ -165,6 +165,7 @@ def test_fusion_honours_the_mask(name, over):
         out = fusion(zeroed, mask)
         torch.testing.assert_close(fusion(garbage, mask), out)
         weights = fusion.attention(garbage, mask)[0]  # [j, i]: weight of input j in output i
+        torch.testing.assert_close(weights, fusion.attention(zeroed, mask)[0])
     assert torch.all(weights[1] == 0)  # the absent input gives nothing
     present = [0, 2, 3]
     if name == "mma" or over == "input":  # each output is a mix of the present inputs only

@@ -111,7 +111,7 @@ def test_paper_schedule_steps_and_is_applied_to_every_group():
     data = ClipSet([f"c{i}" for i in range(8)], {"face": FrameBank.from_rows(
         np.repeat(np.arange(8), 3), np.random.default_rng(0).standard_normal((24, 6)).astype(np.float16), 8, 32)})
     targets = torch.tensor([1, 2] * 4)
-    for epoch, factor in enumerate([1, 0.1, 0.01]):
+    for factor in [1, 0.1, 0.01]:
         trainer.run_epoch(data, targets)
         assert {g["name"]: g["lr"] for g in trainer.optimizer.param_groups} == pytest.approx(
             {"rest": 0.004 * factor, "aggregation": 0.04 * factor})

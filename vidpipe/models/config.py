@@ -60,9 +60,9 @@ class ModelConfig:
     fusion: str = "mlma"
     other_aggregation: str = "avg"  # head/body: both papers aggregate only faces with VLAD
     modalities: list[ModalitySpec] = field(default_factory=list)
-    fusion_dim: int = 512  # iQIYI D: every modality token is mapped to this width
-    hidden: int = 4096  # FAMF classifier width
-    dropout: float = 0.0  # FAMF: none
+    fusion_dim: int = 256  # every modality token is mapped to this width (iQIYI D: 512)
+    hidden: int = 1024  # classifier width (FAMF: 4096)
+    dropout: float = 0.5  # after each hidden layer (FAMF: none)
     bn_momentum: float = 0.1
     classes: list[str] = field(default_factory=list)  # classes[0] is the noise class "0"
     agg: AggregationConfig = field(default_factory=AggregationConfig)
@@ -100,7 +100,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     modality_dropout: float = 0.3  # chance that a present modality is hidden from a training clip
     normalize: bool = True  # scale each modality to a typical norm of 1 (measured on the training clips)
-    batch_size: int = 0  # 0 = about 16 optimiser steps per epoch, between 32 and 4096
+    batch_size: int = 0  # 0 = about 16 optimiser steps per epoch, between 32 and 1024
     frames: int = 24  # FAMF N at training time, drawn from all of a clip's frames …
     max_frames: int | None = None  # … or from its ``max_frames`` best only
     test_frames: int = 32  # N at prediction time: the best frames (iQIYI keeps the top 32 faces)
@@ -131,13 +131,13 @@ class TrainConfig:
         """The batch size for ``clips`` training clips."""
         if self.batch_size:
             return self.batch_size
-        return int(min(4096, max(32, 2 ** round(math.log2(max(clips / 16, 1))))))
+        return int(min(1024, max(32, 2 ** round(math.log2(max(clips / 16, 1))))))
 
 
 # Recipes: named defaults for (model, training). Explicit options override them.
 RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # Ours: generalises from a few hundred clips (issue 8; ablation in benchmarks/README.md).
-    "default": (dict(hidden=1024, fusion_dim=256, dropout=0.5), {}),
+    "default": ({}, {}),  # the dataclasses' defaults
     # FAMF §4.3: Adam, lr 0.004 and 0.04 for AttentionVLAD, ÷10 every 10 epochs after 50,
     # batch 4096, hidden 4096, no dropout; nothing held out, the last epoch is kept.
     "paper": (

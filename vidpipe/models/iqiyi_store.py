@@ -91,11 +91,28 @@ def _fingerprint(sources: dict[str, Path]) -> dict[str, list]:
     return {m: [p.name, p.stat().st_size, p.stat().st_mtime_ns] for m, p in sorted(sources.items())}
 
 
+def _convert_file(path: Path, modality: str, table: Path, clips: set[str], progress: bool, level: int) -> None:
+    """One release pickle → one Parquet table (``level``: what the streaming reader forgets)."""
+    from tqdm.auto import tqdm
+
+    writer = _TableWriter(table / "part-0.parquet")
+    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name, disable=not progress, leave=False)
+
+    def on_video(clip: str, v: iqiyi_io.VideoFeatures) -> None:
+        clips.add(clip)
+        if len(v.feats):
+            writer.add(_rows(clip, modality, v))
+
+    try:
+        iqiyi_io.stream_modality_pickle(path, modality, on_video, lambda n: bar.update(n - bar.n), level)
+    finally:
+        writer.close()
+        bar.close()
+
+
 def convert_split(sources: dict[str, Path], out: Path, progress: bool = False,
                   log: Callable[[str], None] | None = None) -> Path:
     """Stream the given release pickles ({modality: path}) into a store at ``out``, atomically."""
-    from tqdm.auto import tqdm
-
     log = log or (lambda s: None)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -104,23 +121,11 @@ def convert_split(sources: dict[str, Path], out: Path, progress: bool = False,
         for m, path in sources.items():
             log(f"converting {path} ({path.stat().st_size / 1e6:.0f} MB) into {out / STORE_TABLES[m]}")
             for level in iqiyi_io.FORGET_LEVELS:  # forget less only for a pickle that refers back
-                writer = _TableWriter(tmp / STORE_TABLES[m] / "part-0.parquet")
-                bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name,
-                           disable=not progress, leave=False)
-
-                def on_video(clip: str, v: iqiyi_io.VideoFeatures) -> None:
-                    clips.add(clip)
-                    if len(v.feats):
-                        writer.add(_rows(clip, m, v))
-
                 try:
-                    iqiyi_io.stream_modality_pickle(path, m, on_video, lambda n: bar.update(n - bar.n), level)
+                    _convert_file(path, m, tmp / STORE_TABLES[m], clips, progress, level)
                     break
                 except iqiyi_io.PickleBackReference:
                     log(f"{path.name} refers back to earlier videos; converting again, keeping more in memory")
-                finally:
-                    writer.close()
-                    bar.close()
         names = sorted(clips)
         pq.write_table(pa.table({"clip_id": pa.array(names, pa.string()), "status": pa.array(["ok"] * len(names))}),
                        _mkdir(tmp / "clips") / "part-0.parquet")
