@@ -6,8 +6,8 @@
 
 1. **Training**: a SYNTHETIC feature store of N face rows (512-d float16, 1–63 faces per
    clip, 1,000 identities) is written in chunks; then ``vidpipe train --features … --epochs 1``
-   runs in a child process, and its peak resident memory (the kernel's high-water mark, from
-   ``os.wait4``) is divided by N. Target: ≤ 2 KB per face row.
+   runs in a child process, and its peak resident memory (the kernel's high-water mark,
+   VmHWM, reported by the child at exit) is divided by N. Target: ≤ 2 KB per face row.
 2. **Conversion**: an iQIYI-format ``face_train_v2.pickle`` of N rows is converted into a store
    by the streaming reader (``vidpipe.models.iqiyi_store``), in a child process; for
    comparison the whole-file reader (``pickle.load`` of the same file) in another.
@@ -35,18 +35,38 @@ DIM = 512
 IDENTITIES = 1000
 
 
-def child_peak(cmd: list[str]) -> tuple[float, float]:
-    """(peak RSS in MiB, wall seconds) of a child process; raises if it fails."""
+_REPORT = """
+import atexit, runpy, sys
+report, code = sys.argv[1], sys.argv[2]
+del sys.argv[1:3]
+
+def write_peak():
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    with open(report, "w") as out:
+        out.write(str(kb))
+
+atexit.register(write_peak)
+if code.startswith("-m "):
+    runpy.run_module(code[3:], run_name="__main__", alter_sys=True)
+else:
+    exec(compile(code, "<bench>", "exec"), {"__name__": "__main__"})
+"""
+
+
+def child_peak(code: str, *argv: str) -> tuple[float, float]:
+    """(peak RSS in MiB, wall seconds) of ``code`` (Python source, or "-m module") run in a child
+    process with ``argv``. The child reports its own VmHWM at exit: the rusage of a child
+    also counts the parent's memory at the fork, which would blur small peaks."""
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    err = proc.stderr.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd[:4])} … failed ({proc.returncode}): {err.strip()[-500:]}")
-    return usage.ru_maxrss / 1024, wall
+    with tempfile.NamedTemporaryFile("r", suffix=".hwm") as report:
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", _REPORT, report.name, code, *argv], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - t
+        if proc.returncode:
+            raise RuntimeError(f"{code[:40]} … failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+        return int(report.read()) / 1024, wall
 
 
 def clip_sizes(rows: int, rng: np.random.Generator) -> np.ndarray:
@@ -101,7 +121,6 @@ def write_pickle(path: Path, rows: int, seed: int = 0) -> Path:
     return path
 
 
-PY = [sys.executable, "-c"]
 STARTUP = "import torch, pyarrow.dataset, vidpipe.models.train"
 CONVERT = "import sys; from vidpipe.models.iqiyi_store import iqiyi_store; iqiyi_store(sys.argv[1], 'train', cache=sys.argv[2])"
 WHOLE = "import sys; from vidpipe.eval.iqiyi_io import read_modality_pickle; read_modality_pickle(sys.argv[1], 'face')"
@@ -116,7 +135,7 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="vidpipe_bench_memory_"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        start_mb, _ = child_peak([*PY, STARTUP])
+        start_mb, _ = child_peak(STARTUP)
         print(f"\n### Peak memory per face row (512-d), child processes; start-up alone {start_mb:.0f} MiB\n")
         print("| step | face rows | peak MiB | bytes per face row | target | wall s |")
         print("|---|---|---|---|---|---|")
@@ -128,8 +147,8 @@ def main() -> None:
                 write_store(store, rows)
             model = work / f"model_{rows}"
             shutil.rmtree(model, ignore_errors=True)
-            peak, wall = child_peak([sys.executable, "-m", "vidpipe", "train", "--features", str(store), "--labels",
-                                     str(store / "labels.csv"), "--out", str(model), "--epochs", "1", "--quiet"])
+            peak, wall = child_peak("-m vidpipe", "train", "--features", str(store), "--labels",
+                                    str(store / "labels.csv"), "--out", str(model), "--epochs", "1", "--quiet")
             per_row = peak * 2**20 / rows
             print(f"| vidpipe train --epochs 1 (famf, default recipe) | {rows:,} | {peak:.0f} | {per_row:.0f} | "
                   f"≤ 2048 {'PASS' if per_row <= 2048 else 'FAIL'} | {wall:.0f} |", flush=True)
@@ -143,10 +162,10 @@ def main() -> None:
                 write_pickle(pickle_path, rows)
             mb = pickle_path.stat().st_size / 2**20
             shutil.rmtree(work / f"converted_{rows}", ignore_errors=True)
-            peak, wall = child_peak([*PY, CONVERT, str(root), str(work / f"converted_{rows}")])
+            peak, wall = child_peak(CONVERT, str(root), str(work / f"converted_{rows}"))
             print(f"| convert face pickle ({mb:.0f} MiB) → store, streaming | {rows:,} | {peak:.0f} | "
                   f"{peak * 2**20 / rows:.0f} | – | {wall:.0f} |", flush=True)
-            peak, wall = child_peak([*PY, WHOLE, str(pickle_path)])
+            peak, wall = child_peak(WHOLE, str(pickle_path))
             print(f"| for comparison: pickle.load of the same file (whole-file reader) | {rows:,} | {peak:.0f} | "
                   f"{peak * 2**20 / rows:.0f} | – | {wall:.0f} |", flush=True)
     finally:

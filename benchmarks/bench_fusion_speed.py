@@ -29,11 +29,12 @@ from vidpipe.models.runtime import autocast, compute_dtype, select_device  # noq
 from vidpipe.models.train import Trainer  # noqa: E402
 
 
-def peak_gflops(device: torch.device, dtype: torch.dtype, seconds: float = 1.5) -> float:
+def peak_gflops(device: torch.device, dtype: torch.dtype, seconds: float = 1.5,
+                sizes: tuple[int, ...] = (1024, 2048, 4096)) -> float:
     """Best ``torch.mm`` throughput in ``dtype`` over a few square sizes (GFLOP/s): the peak the
     model is held to is that of the dtype it runs in (bf16 under autocast on CUDA)."""
     best = 0.0
-    for n in (1024, 2048, 4096):
+    for n in sizes:
         a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
         torch.mm(a, b)
         reps, t0 = 0, time.perf_counter()
@@ -71,6 +72,8 @@ def speed_part(args: argparse.Namespace) -> None:
     device = select_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
+    dtype = compute_dtype(device)  # the peak is that of the dtype the model's matmuls run in
+    peak_before = peak_gflops(device, dtype)
     mcfg = famf_speed_config()
     bs = args.speed_batch
     rng = np.random.default_rng(0)
@@ -93,9 +96,6 @@ def speed_part(args: argparse.Namespace) -> None:
         infer_flops = count_flops(model, f, p)
     model.train()
     train_flops = count_flops(model, f, p, targets[:64])
-    dtype = compute_dtype(device)
-    peak_before = peak_gflops(device, dtype)
-
     peaks = [peak_before]
 
     def timed(fn, reps: int) -> tuple[float, float, float]:

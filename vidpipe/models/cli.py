@@ -188,7 +188,7 @@ def _train_prototype(data, modalities: list[str], out_dir: Path, val_fraction: f
 @click.option("--frames", type=click.IntRange(1), default=32, show_default=True,
               help="A clip's best frames the fusion model sees (the prototype uses all).")
 @click.option("--top-k", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=4096, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @_store_cache
 @_one_line_errors

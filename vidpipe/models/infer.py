@@ -53,7 +53,7 @@ class FusionModel:
     def classes(self) -> list[str]:
         return self.cfg.classes
 
-    def predict_proba(self, data: ClipSet, frames: int = 32, batch_size: int = 4096) -> np.ndarray:
+    def predict_proba(self, data: ClipSet, frames: int = 32, batch_size: int = 1024) -> np.ndarray:
         """(clips, classes) probabilities: the members' distributions summed, divided by their
         number (the ranking is the sum's; the scale stays a probability)."""
         return probabilities(self.members, self.cfg.modalities, data.to(self.device), self.device, frames, batch_size)

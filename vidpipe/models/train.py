@@ -46,7 +46,7 @@ def partitions(n: int, members: int, seed: int) -> list[np.ndarray]:
     return [np.sort(np.concatenate([f for j, f in enumerate(folds) if j != i])) for i in range(members)]
 
 
-def modality_scale(bank: FrameBank, sample: int = 65_536, seed: int = 0) -> float:
+def modality_scale(bank: FrameBank, sample: int = 8192, seed: int = 0) -> float:
     """1 / the median frame norm: brings a modality's typical norm to 1, keeping each frame's
     norm relative to the others (a face's norm tells its quality)."""
     n = len(bank.frames)
