@@ -112,11 +112,11 @@ def write_pickle(path: Path, rows: int, seed: int = 0) -> Path:
 
     rng = np.random.default_rng(seed)
     sizes = clip_sizes(rows, rng)
-    bbox = np.array([10, 10, 60, 80], np.float32)
     videos = {}
     for v, n in enumerate(sizes):
         feats = rng.standard_normal((n, DIM), dtype=np.float32).astype(np.float16)
-        videos[b"IQIYI_VID_TRAIN_%07d" % v] = [[b"%04d" % i, bbox, 0.99, float(90 - i), feats[i]] for i in range(n)]
+        boxes = rng.uniform(0, 200, (n, 4)).astype(np.float32)
+        videos[b"IQIYI_VID_TRAIN_%07d" % v] = [[b"%04d" % i, boxes[i], 0.99, float(90 - i), feats[i]] for i in range(n)]
     write_py2_pickle(path, videos)
     return path
 

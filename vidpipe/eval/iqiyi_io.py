@@ -83,16 +83,18 @@ class PickleBackReference(IqiyiFormatError):
 
 
 # What the streaming unpickler forgets once a video is handed over, from the most forgetful:
-# every container, array and string of more than 2 characters; then only lists, dicts, arrays,
-# strings of more than 64 characters and tuples holding any of those; then nothing.
+# every container, array and string of more than 2 characters; then only lists, dicts, arrays
+# and strings of more than 64 bytes and tuples holding any of those; then nothing.
 FORGET_LEVELS = (0, 1, 2)
 
 
 def _droppable(obj: Any, level: int) -> bool:
     if level >= 2:
         return False
-    if isinstance(obj, (list, dict, set, np.ndarray)):
+    if isinstance(obj, (list, dict, set)):
         return True
+    if isinstance(obj, np.ndarray):
+        return level == 0 or obj.nbytes > 64
     if isinstance(obj, (str, bytes)):
         return len(obj) > (2 if level == 0 else 64)
     if isinstance(obj, tuple):

@@ -29,7 +29,7 @@ from vidpipe.eval import iqiyi_io
 from vidpipe.models.data import MODALITIES, STORE_TABLES, DataError
 
 FORMAT = "vidpipe-iqiyi-store/1"
-_ROW_GROUP = 65_536
+_ROW_GROUP = 16_384  # rows per Parquet row group, and the most the writer buffers
 
 
 class _TableWriter:
