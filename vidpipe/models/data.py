@@ -301,9 +301,11 @@ def _store_bank(out: Path, modality: str, clip_names: pa.Array, max_frames: int 
         emb = _embeddings(batch.column("embedding"), what)
         d = dest[offset : offset + len(emb)]
         offset += len(emb)
+        if not len(emb):
+            continue
         if frames is None:
             frames = _frame_array(int(counts.sum()), emb.shape[1])
-        elif emb.shape[1] != frames.shape[1] and len(emb):
+        elif emb.shape[1] != frames.shape[1]:
             raise DataError(f"{what}: embeddings of different lengths")
         frames[d[d >= 0]] = emb[d >= 0]
     starts = np.cumsum(counts) - counts
