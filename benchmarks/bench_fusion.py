@@ -172,17 +172,27 @@ ABLATION = [
 ]
 
 
+def _seeded(train_set: ClipSet, val: ClipSet, arch: str, args: argparse.Namespace, **kw) -> str:
+    """mean (min–max) val mAP and mean train seconds over --seeds training seeds."""
+    fits = [fit(train_set, val, arch, ALL, argparse.Namespace(**{**vars(args), "seed": seed}), **kw)
+            for seed in range(args.seeds)]
+    maps = [f.map for f in fits]
+    spread = f" ({min(maps):.3f}–{max(maps):.3f})" if len(maps) > 1 else ""
+    return f"{np.mean(maps):.4f}{spread}, {np.mean([f.wall_s for f in fits]):.0f} s"
+
+
 def ablation(args: argparse.Namespace) -> None:
-    train_set, val = dataset(sized_spec(args.size, seed=args.seed), args)
+    train_set, val = dataset(sized_spec(args.size), args)
     archs = args.archs.split(",") if args.archs else ["famf", "iqiyi"]
-    print(f"\n### Ablation on the {args.size} set (all modalities, val mAP@100; train s)\n")
+    print(f"\n### Ablation on the {args.size} set (all modalities; val mAP@100, mean (min–max) over "
+          f"{args.seeds} training seed(s); mean train s)\n")
     print("| change | " + " | ".join(archs) + " |")
     print("|---|" + "---|" * len(archs))
     for name, train_kw, model_kw in ABLATION:
-        cells = [fit(train_set, val, a, ALL, args, train_kw, model_kw) for a in archs]
-        print(f"| {name} | " + " | ".join(f"{c.map:.4f} ({c.wall_s:.0f} s)" for c in cells) + " |", flush=True)
-    cells = [fit(train_set, val, a, ALL, args, recipe="paper") for a in archs]
-    print("| --recipe paper (FAMF §4.3) | " + " | ".join(f"{c.map:.4f} ({c.wall_s:.0f} s)" for c in cells) + " |")
+        cells = [_seeded(train_set, val, a, args, train_overrides=train_kw, model_overrides=model_kw) for a in archs]
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    cells = [_seeded(train_set, val, a, args, recipe="paper") for a in archs]
+    print("| --recipe paper (FAMF §4.3) | " + " | ".join(cells) + " |", flush=True)
     base = fit(train_set, val, PROTOTYPE, ["face"], args)
     print(f"| prototype (face), for reference | {base.map:.4f} |" + " |" * (len(archs) - 1))
 
@@ -328,6 +338,7 @@ def main() -> None:
     p.add_argument("--archs", help="comma list (default: every architecture of the table)")
     p.add_argument("--paper", default="famf,iqiyi", help="archs also trained with --recipe paper ('' = none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=3, help="ablation: training seeds per cell")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--data-root", default=str(Path(tempfile.gettempdir()) / "vidpipe_bench_fusion"),

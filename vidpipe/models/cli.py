@@ -78,7 +78,7 @@ _store_cache = click.option("--store-cache", type=_dir,
 @click.option("--modalities", help="Comma list among face,head,body,audio [default: all present; prototype: face].")
 @click.option("--epochs", type=click.IntRange(1), help="At most this many epochs [default 60; paper 70].")
 @click.option("--patience", type=click.IntRange(0),
-              help="Stop after this many epochs without a better val mAP; 0 = never [default 12; paper 0].")
+              help="Stop after this many epochs without a better val mAP; 0 = never [default 25; paper 0].")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.5),
               help="Share of each identity's clips held out for validation [default 0.15].")
 @click.option("--schedule", type=click.Choice(["cosine", "step"]), help="Learning-rate schedule [default cosine; paper step].")

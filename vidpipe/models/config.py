@@ -105,7 +105,7 @@ class TrainConfig:
     max_frames: int | None = None  # … or from its ``max_frames`` best only
     test_frames: int = 32  # N at prediction time: the best frames (iQIYI keeps the top 32 faces)
     val_fraction: float = 0.15  # stratified hold-out: early stopping and the printed comparison
-    patience: int = 12  # epochs without a better val mAP before stopping; 0 = never stop early
+    patience: int = 25  # epochs without a better val mAP before stopping; 0 = never stop early
     seed: int = 0
     drop_noise: bool = False  # FAMF removed the noise clips from training; iQIYI keeps class 0
     ensemble: int = 1  # iQIYI §6.4: models on different partitions, probabilities summed
