@@ -92,7 +92,7 @@ _store_cache = click.option("--store-cache", type=_dir,
 @click.option("--modality-dropout", type=click.FloatRange(0, 0.95),
               help="Chance to hide a modality from a training clip [default 0.3; paper 0].")
 @click.option("--label-smoothing", type=click.FloatRange(0, 0.5), help="[default 0.1; paper 0]")
-@click.option("--batch-size", type=click.IntRange(0), help="0 = about 16 steps per epoch, 32 to 1024 [default 0; paper 4096].")
+@click.option("--batch-size", type=click.IntRange(0), help="0 = about 16 steps per epoch, 32 to 512 [default 0; paper 4096].")
 @click.option("--frames", type=click.IntRange(1), help="Frames sampled per clip and step (N) [24].")
 @click.option("--max-frames", type=click.IntRange(1), help="Sample only from a clip's best this many [default: all].")
 @click.option("--clusters", type=click.IntRange(1), default=8, show_default=True, help="VLAD clusters K.")

@@ -100,7 +100,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     modality_dropout: float = 0.3  # chance that a present modality is hidden from a training clip
     normalize: bool = True  # scale each modality to a typical norm of 1 (measured on the training clips)
-    batch_size: int = 0  # 0 = about 16 optimiser steps per epoch, between 32 and 1024
+    batch_size: int = 0  # 0 = about 16 optimiser steps per epoch, between 32 and 512
     frames: int = 24  # FAMF N at training time, drawn from all of a clip's frames …
     max_frames: int | None = None  # … or from its ``max_frames`` best only
     test_frames: int = 32  # N at prediction time: the best frames (iQIYI keeps the top 32 faces)
@@ -131,7 +131,7 @@ class TrainConfig:
         """The batch size for ``clips`` training clips."""
         if self.batch_size:
             return self.batch_size
-        return int(min(1024, max(32, 2 ** round(math.log2(max(clips / 16, 1))))))
+        return int(min(512, max(32, 2 ** round(math.log2(max(clips / 16, 1))))))
 
 
 # Recipes: named defaults for (model, training). Explicit options override them.

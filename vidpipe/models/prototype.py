@@ -25,7 +25,7 @@ from vidpipe.models.data import NOISE, ClipSet, DataError, FrameBank, build_clas
 FORMAT = "vidpipe-prototype/1"
 
 
-def pooled(bank: FrameBank, chunk: int = 1024) -> np.ndarray:
+def pooled(bank: FrameBank, chunk: int = 256) -> np.ndarray:
     """(clips, D) unit vectors: the mean of each clip's L2-normalised frames (zeros when none),
     computed a chunk of clips at a time so that memory-mapped banks stream."""
     out = np.zeros((len(bank.count), bank.dim), np.float32)

@@ -37,7 +37,7 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 @torch.inference_mode()
 def probabilities(nets: Sequence[nn.Module], specs: Sequence[ModalitySpec], data: ClipSet, device: torch.device,
-                  frames: int = 32, batch_size: int = 1024) -> np.ndarray:
+                  frames: int = 32, batch_size: int = 512) -> np.ndarray:
     """(clips, classes) softmax probabilities, averaged over ``nets`` (an ensemble sums its
     members' distributions, iQIYI §6.4; dividing keeps the scale a probability). Each clip
     is seen through its ``frames`` best frames."""
