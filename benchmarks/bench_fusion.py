@@ -223,13 +223,18 @@ def build_real_store(shared: Path, out: Path, rng: np.random.Generator) -> tuple
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vidpipe.backends.faces import load_face_backend
-    from vidpipe.backends.faces_onnx import align_face
-    from vidpipe.config import FacesConfig
+    from vidpipe.backends.arcface import align_face
+    from vidpipe.config import Config
+    from vidpipe.pipeline.runner import config_backends
 
     faces_dir = shared / "media" / "faces"
-    backend = load_face_backend(FacesConfig(backend="scrfd"), device="cpu", weights_dir=shared / "weights")
-    rec = backend.embedder  # the same detector, alignment and embedder as `vidpipe run`
+    cfg = Config()
+    cfg.set("run.device", "cpu")
+    cfg.set("run.weights_dir", str(shared / "weights"))
+    cfg.set("faces.detector", "scrfd")
+    cfg.set("faces.embedder", "arcface")
+    backends = config_backends(cfg)  # the same detector, alignment and embedder as `vidpipe run`
+    detector, rec = backends.get("face_detector"), backends.get("face_embedder").model
     people = {}
     for folder in sorted([*faces_dir.glob("celebrity5_train/*"), *faces_dir.glob("deepface_ids/*")]):
         photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -243,11 +248,11 @@ def build_real_store(shared: Path, out: Path, rng: np.random.Generator) -> tuple
         img = cv2.imread(str(path))
         if img is None:
             return []
-        det = backend.detect([img])[0]
+        det = detector.detect([img])
         if len(det) == 0:
             return []
-        order = np.argsort(-(det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1]))
-        return [align_face(img, det.landmarks[i]) for i in (order if all_faces else order[:1])]
+        order = np.argsort(-det.area)
+        return [align_face(img, det.data["landmarks"][i]) for i in (order if all_faces else order[:1])]
 
     frames: list[tuple[str, int, str]] = []  # (identity or "0", photo id, kind)
     images: list[np.ndarray] = []

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up vidpipe on a fresh machine: system packages (ffmpeg, espeak-ng) when missing,
+# Set up vidpipe on a fresh machine: system packages (ffmpeg, espeak-ng, and chromium for the
+# review page's browser tests) when missing,
 # a virtual environment at .venv/ in the checkout, and vidpipe with its dev extras.
 # Safe to run again: it only does what is missing.
 set -euo pipefail
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need[*]}"
   SUDO=""
@@ -25,7 +27,7 @@ fi
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
 fi
-if ! .venv/bin/python -c "import vidpipe, pytest, skimage, duckdb" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import vidpipe, pytest, skimage, duckdb, playwright" >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.vidpipe-installed ]; then
   echo "setup: installing vidpipe and its dependencies into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"

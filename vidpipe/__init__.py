@@ -9,15 +9,20 @@ The Python API is the product; the `vidpipe` command is a thin shell over it:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from vidpipe._version import __version__
 
-__all__ = ["__version__", "run", "read_table"]
+# Lazy: `import vidpipe.models` (torch) must not pay for the video stack and vice versa.
+_API = {"run": "vidpipe.api", "read_table": "vidpipe.store", "Config": "vidpipe.config"}
+_API.update(dict.fromkeys(("enroll", "tag", "search", "timeline", "identify", "unknown_people", "name_cluster",
+                           "read_identities", "Gallery"), "vidpipe.identities"))
+_API.update({"serve_review": "vidpipe.review", "export_dataset": "vidpipe.export", "ExportOptions": "vidpipe.export"})
+
+__all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str):
-    # Lazy: `import vidpipe.models` (torch) must not pay for the video stack and vice versa.
-    if name in ("run", "read_table"):
-        from vidpipe import api
+    if name in _API:
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'vidpipe' has no attribute {name!r}")

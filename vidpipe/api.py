@@ -1,30 +1,27 @@
-"""The Python API: `run` a folder of videos into a feature store, `read_table` it back."""
+"""The Python API: `run` a folder of videos into a feature store, `read_table` it back.
+
+The CLI is a thin shell over this module: progress comes out through callbacks (the CLI
+draws tqdm bars with them), results through a `RunReport`.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import copy
+import functools
 import logging
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from tqdm import tqdm
-
-from vidpipe import __version__
-from vidpipe.backends.faces import load_face_backend
 from vidpipe.config import Config
-from vidpipe.pipeline.faces import FaceStage
-from vidpipe.pipeline.runner import VideoOutcome, VideoProcessor
-from vidpipe.store import Manifest, read_table, remove_stale_temporaries
-from vidpipe.weights import sha256_file
+from vidpipe.executors import get_executor, threads_per_worker
+from vidpipe.pipeline.runner import Pipeline, VideoOutcome, VideoProcessor
+from vidpipe.store import read_table, remove_stale_temporaries
 
 log = logging.getLogger("vidpipe")
 
-__all__ = ["run", "read_table", "RunReport", "discover"]
+__all__ = ["run", "read_table", "RunReport", "discover", "VideoOutcome"]
 
 
 @dataclass
@@ -47,57 +44,50 @@ class RunReport:
         """0 when every file was processed, 1 when some failed."""
         return 1 if self.failed else 0
 
+    def total_rows(self, table: str) -> int:
+        return sum(o.rows.get(table, 0) for o in self.outcomes)
+
 
 def discover(inputs: Iterable[str | os.PathLike[str]], extensions: Sequence[str]) -> tuple[list[Path], list[VideoOutcome]]:
-    """Video files under the inputs (folders recursively, by extension; files as given)."""
+    """Video files under the inputs (folders recursively, by extension; files as given),
+    and the inputs that cannot be read (missing paths, dangling symbolic links)."""
     files: list[Path] = []
-    missing: list[VideoOutcome] = []
+    problems: list[VideoOutcome] = []
     exts = {e.lower() for e in extensions}
+
+    def dangling(p: Path) -> VideoOutcome:
+        return VideoOutcome(str(p), None, "error", error=f"dangling symbolic link to {os.readlink(p)}")
+
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files.extend(
-                sorted(
-                    f
-                    for f in p.rglob("*")
-                    if f.is_file() and f.suffix.lower() in exts and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                )
-            )
+            for f in sorted(p.rglob("*")):
+                if any(part.startswith(".") for part in f.relative_to(p).parts) or f.suffix.lower() not in exts:
+                    continue
+                if f.is_symlink() and not f.exists():
+                    problems.append(dangling(f))
+                elif f.is_file():
+                    files.append(f)
+        elif p.is_symlink() and not p.exists():
+            problems.append(dangling(p))
         elif p.exists():
             files.append(p)
         else:
-            missing.append(VideoOutcome(str(p), None, "error", error="no such file or directory"))
-    unique = list(dict.fromkeys(f.resolve() for f in files))
-    return unique, missing
+            problems.append(VideoOutcome(str(p), None, "error", error="no such file or directory"))
+    # Every path once; two paths to the same bytes both go through (the second is skipped
+    # as done, but its path is recorded).
+    return list(dict.fromkeys(f.absolute() for f in files)), problems
 
 
-def config_hash(cfg: Config, backend_name: str, weights: list[dict[str, str]]) -> str:
-    """What decides whether a finished video must be redone: analysis settings and models."""
-    key = {"config": cfg.analysis_dict(), "face_backend": backend_name, "weights": [w["sha256"] for w in weights]}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+def _build_worker(cfg: Config, out: Path) -> Callable:
+    """In a worker process: the pipeline, built once; returns worker(item, progress)."""
+    logging.getLogger("vidpipe").setLevel(max(logging.getLogger("vidpipe").level, logging.WARNING))
+    if cfg.run.threads > 0:
+        import torch
 
-
-def _build_processor(cfg: Config, out: Path) -> tuple[VideoProcessor, Manifest]:
-    backend = load_face_backend(cfg.faces, device=cfg.run.device, weights_dir=cfg.run.weights_dir)
-    weights = [{"name": p.stem, "file": str(p), "sha256": sha256_file(p)} for p in backend.weight_files]
-    chash = config_hash(cfg, backend.name, weights)
-    manifest = Manifest(__version__, cfg.to_dict(), backend.name, backend.embedding_dim, weights, chash)
-    return VideoProcessor(cfg, out, FaceStage(backend, cfg.faces), chash), manifest
-
-
-# One processor per worker process: models load once per worker, not once per video.
-_worker: VideoProcessor | None = None
-
-
-def _init_worker(cfg: Config, out: Path) -> None:
-    global _worker
-    logging.getLogger("vidpipe").setLevel(logging.WARNING)
-    _worker, _ = _build_processor(cfg, out)
-
-
-def _process_in_worker(path: Path) -> VideoOutcome:
-    assert _worker is not None
-    return _worker.process(path)
+        torch.set_num_threads(cfg.run.threads)
+    processor = VideoProcessor(Pipeline.build(cfg), out)
+    return lambda item, progress: processor.process(item[0], progress, wait=item[1])
 
 
 def run(
@@ -105,65 +95,59 @@ def run(
     out: str | os.PathLike[str],
     config: Config | None = None,
     *,
-    progress: bool = True,
+    on_result: Callable[[VideoOutcome], None] | None = None,
+    on_progress: Callable[[Path, float, float], None] | None = None,
 ) -> RunReport:
     """Process every video under `inputs` into the feature store at `out`.
 
     Finished videos (same content, same analysis config and models) are skipped, so a killed
     run started again resumes. Bad files are recorded with status 'error' and a one-line
-    reason; the run goes on with the rest.
+    reason; the run goes on with the rest. A video another `vidpipe run` holds is left to it
+    and checked again at the end. `on_result(outcome)` is called as each file finishes,
+    `on_progress(path, seconds decoded, seconds in all)` while a file is decoded in this
+    process.
     """
-    cfg = config or Config()
+    cfg = copy.deepcopy(config or Config())
+    cfg.run.threads = threads_per_worker(cfg.run.workers, cfg.run.threads)
     out = Path(out)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    files, missing = discover(inputs, cfg.run.extensions)
-    report = RunReport(out, list(missing))
-    for m in missing:
-        log.error("%s: %s", m.path, m.error)
+    files, problems = discover(inputs, cfg.run.extensions)
+    report = RunReport(out)
+    for outcome in problems:
+        log.error("%s: %s", outcome.path, outcome.error)
+        report.outcomes.append(outcome)
+        if on_result is not None:
+            on_result(outcome)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    processor, manifest = _build_processor(cfg, out)
-    manifest.write(out)
+    pipeline = Pipeline.build(cfg)
+    pipeline.manifest().write(out)
 
-    bar = tqdm(total=len(files), desc="videos", unit="video", disable=not progress or None, dynamic_ncols=True)
+    busy: list[Path] = []
 
     def record(outcome: VideoOutcome) -> None:
+        if outcome.status == "busy":
+            busy.append(Path(outcome.path))
+            return
         report.outcomes.append(outcome)
         if outcome.status == "error":
             log.error("%s: %s", outcome.path, outcome.error)
         elif outcome.status == "skipped":
             log.info("%s: already done, skipped", outcome.path)
-        bar.update(1)
-        bar.set_postfix(
-            clips=sum(o.n_clips_kept for o in report.outcomes),
-            faces=sum(o.n_faces for o in report.outcomes),
-            errors=len(report.failed),
-            refresh=False,
-        )
+        if on_result is not None:
+            on_result(outcome)
 
-    try:
-        if cfg.run.workers <= 1 or len(files) <= 1:
-            for path in files:
-                vbar = tqdm(total=None, desc=path.name[:30], unit="s", leave=False, disable=not progress or None,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s video [{elapsed}]")
-
-                def tick(t: float, total: float, vbar=vbar) -> None:
-                    if vbar.total is None and total:
-                        vbar.total = total
-                    vbar.update(max(0.0, t - vbar.n))  # tqdm itself limits redraws
-
-                try:
-                    record(processor.process(path, progress=tick))
-                finally:
-                    vbar.close()
-        else:
-            context = multiprocessing.get_context("spawn")  # onnxruntime threads do not survive fork
-            with ProcessPoolExecutor(cfg.run.workers, mp_context=context, initializer=_init_worker, initargs=(cfg, out)) as pool:
-                futures = [pool.submit(_process_in_worker, path) for path in files]
-                for future in as_completed(futures):
-                    record(future.result())
-    finally:
-        bar.close()
+    processor = VideoProcessor(pipeline, out)  # the models already loaded for the manifest
+    here = lambda: (lambda item, progress: processor.process(item[0], progress, wait=item[1]))  # noqa: E731
+    progress = None if on_progress is None else (lambda item, done, total: on_progress(item[0], done, total))
+    if cfg.run.workers <= 1 or len(files) <= 1:
+        get_executor("serial").map(here, [(f, False) for f in files], record, progress)
+    else:
+        executor = get_executor(cfg.run.executor, cfg.run.workers)
+        executor.map(functools.partial(_build_worker, cfg, out), [(f, False) for f in files], record, progress)
+    if busy:  # another process had them: wait for it, then they are usually done
+        log.info("%d video(s) were being processed by another run; waiting for it", len(busy))
+        get_executor("serial").map(here, [(f, True) for f in busy], record, progress)
     report.outcomes.sort(key=lambda o: o.path)
     return report

@@ -1,13 +1,16 @@
 """One typed configuration; the papers' numbers are the defaults.
 
-A config file (TOML or YAML) mirrors these sections; command-line flags override it.
+Core sections (`run`, `sampling`, `shots`, `clips`, `pipeline`) live here; every stage brings
+its own section (a dataclass named by the stage, e.g. `[faces]`), so a new stage adds its
+options without editing this file. A config file (TOML or YAML) mirrors the sections;
+`--set section.key=value` and the few common flags override it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,29 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A config file or value that cannot be used."""
+    """A config file or value that cannot be used (one-line message)."""
+
+
+@dataclass
+class RunConfig:
+    """How to run; never changes the tables, so not part of the config hash."""
+
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    workers: int = 1  # videos processed in parallel
+    executor: str = "processes"  # how workers run: "processes" (local) | "serial"
+    threads: int = 0  # threads per worker for models and decoding; 0: cores / workers
+    weights_dir: str | None = None
+    extensions: tuple[str, ...] = (
+        ".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
+    )
+
+
+@dataclass
+class SamplingConfig:
+    """Which frames of a kept clip every stage looks at."""
+
+    fps: float = 4.0  # frames per second analysed inside a clip
+    max_side: int = 640  # frames are analysed at most this long side (never enlarged)
 
 
 @dataclass
@@ -31,63 +56,144 @@ class ShotsConfig:
 class ClipsConfig:
     min_duration_s: float = 1.0  # iQIYI-VID §3.1
     max_duration_s: float = 30.0
+    # iQIYI-VID §3.2: keep only clips with one major character. Off = library tagging
+    # (crowds kept, everyone's faces embedded).
+    require_major_character: bool = True
 
 
 @dataclass
-class FacesConfig:
-    backend: str = "auto"  # "auto" | "scrfd" (SCRFD + ArcFace-style ONNX) | "dlib"
-    detector_weights: str = "scrfd_500m"  # registry name
-    embedder_weights: str = "mobilefacenet_128d"
-    sample_fps: float = 4.0  # frames per second looked at inside a kept clip
-    max_side: int = 640  # frames are analysed at most this long side (never enlarged)
-    det_threshold: float = 0.5
-    min_face_px: int = 20  # faces smaller than this (short side, source pixels) are skipped
-    top_k: int = 32  # iQIYI-VID §5.1: keep the top 32 faces by quality
-    batch_size: int = 32  # faces per embedding batch (bigger on GPU)
+class PipelineConfig:
+    # Stages run on each kept clip, in this order; empty = every stage that is on by default.
+    stages: tuple[str, ...] = ()
 
 
-@dataclass
-class RunConfig:
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
-    workers: int = 1  # videos processed in parallel
-    weights_dir: str | None = None
-    extensions: tuple[str, ...] = (
-        ".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
-    )
+CORE_SECTIONS: dict[str, type] = {
+    "run": RunConfig,
+    "sampling": SamplingConfig,
+    "shots": ShotsConfig,
+    "clips": ClipsConfig,
+    "pipeline": PipelineConfig,
+}
 
 
-@dataclass
+def _stage_section(name: str) -> type | None:
+    from vidpipe.pipeline.stage import stage_classes  # stages register their own sections
+
+    cls = stage_classes().get(name)
+    return cls.config if cls is not None else None
+
+
+def _coerce(section: str, key: str, default: Any, value: Any) -> Any:
+    """`value` in the type of the field's default (what a TOML/YAML file or --set gave)."""
+    where = f"{section}.{key}"
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, not {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, not {value!r}")
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        raise ConfigError(f"{where} must be a list, not {value!r}")
+    if isinstance(default, str) or default is None:
+        if value is None or isinstance(value, str):
+            return value
+        if default is None and isinstance(value, (int, float)):
+            return value
+        raise ConfigError(f"{where} must be a string, not {value!r}")
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """A --set value as TOML reads it (numbers, true/false, [lists], "strings"); bare words
+    are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 class Config:
-    run: RunConfig = field(default_factory=RunConfig)
-    shots: ShotsConfig = field(default_factory=ShotsConfig)
-    clips: ClipsConfig = field(default_factory=ClipsConfig)
-    faces: FacesConfig = field(default_factory=FacesConfig)
+    """Sections by name, as attributes: `cfg.clips.min_duration_s`, `cfg.faces.top_k`."""
+
+    def __init__(self) -> None:
+        self._sections: dict[str, Any] = {name: cls() for name, cls in CORE_SECTIONS.items()}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.section(name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_sections": self._sections}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._sections = state["_sections"]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self.to_dict() == other.to_dict()
+
+    def section(self, name: str) -> Any:
+        """The section `name`; a stage's section is created with its defaults on first use."""
+        if name not in self._sections:
+            cls = _stage_section(name)
+            if cls is None:
+                raise ConfigError(f"unknown config section [{name}]")
+            self._sections[name] = cls()
+        return self._sections[name]
+
+    def set(self, dotted: str, value: Any) -> None:
+        """`cfg.set("faces.top_k", 16)`; strings from the command line are parsed first."""
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(f"--set wants section.key=value, not {dotted!r}")
+        sub = self.section(section)
+        known = {f.name for f in dataclasses.fields(sub)}
+        if key not in known:
+            raise ConfigError(f"unknown config key {section}.{key}; [{section}] has {', '.join(sorted(known))}")
+        setattr(sub, key, _coerce(section, key, getattr(sub, key), value))
+
+    def stage_names(self) -> list[str]:
+        """The stages this config runs, in order."""
+        from vidpipe.pipeline.stage import default_stages, stage_classes
+
+        names = list(self.pipeline.stages) or default_stages()
+        known = stage_classes()
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(known)}")
+        return names
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every section: the core ones, the active stages' and any other set so far."""
+        for name in self.stage_names():
+            self.section(name)
+        return {name: dataclasses.asdict(sub) for name, sub in self._sections.items()}
 
     def analysis_dict(self) -> dict[str, Any]:
-        """The part of the config that changes the tables (used to decide what to redo)."""
+        """The part of the config that changes the tables (decides what to redo): every
+        section but `run`, and of the stages' sections only the active ones."""
+        active = set(self.stage_names())
         d = self.to_dict()
-        d.pop("run")
-        return d
+        return {k: v for k, v in d.items() if k != "run" and (k in CORE_SECTIONS or k in active)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
         cfg = cls()
         for section, values in (data or {}).items():
-            if not hasattr(cfg, section) or not dataclasses.is_dataclass(getattr(cfg, section)):
-                raise ConfigError(f"unknown config section [{section}]")
             if not isinstance(values, dict):
                 raise ConfigError(f"config section [{section}] must be a table")
-            sub = getattr(cfg, section)
-            known = {f.name: f for f in dataclasses.fields(sub)}
             for key, value in values.items():
-                if key not in known:
-                    raise ConfigError(f"unknown config key {section}.{key}")
-                if isinstance(getattr(sub, key), tuple) and isinstance(value, list):
-                    value = tuple(value)
-                setattr(sub, key, value)
+                cfg.set(f"{section}.{key}", value)
         return cfg
 
     @classmethod
@@ -104,4 +210,7 @@ class Config:
                 data = yaml.safe_load(text) or {}
         except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
             raise ConfigError(f"cannot parse config file {path}: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold sections ([run], [faces], …)")
         return cls.from_dict(data)
+

@@ -23,9 +23,8 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import click
 import platformdirs
 
 log = logging.getLogger("vidpipe")
@@ -109,6 +108,25 @@ _ENTRIES = [
         _RAW.format(repo="akshaydhame2001/YOLOv8_Tracking_TensorRT", path="osnet_x0_25_msmt17.onnx"),
         "none stated by the mirror; OSNet weights from torchreid/boxmot", "reid",
     ),
+    WeightsEntry(
+        "yolov9_n_wholebody15", "head_det/yolov9_n_wholebody15_post_0145_1x3x480x640.onnx",
+        "d575d2c9c0820e8ec916034389e7e4effd64cb43a409592709c99c74393b396c", 2423884,
+        _RAW.format(repo="PINTO0309/yolov9-wholebody15-onnxruntime-web-test",
+                    path="yolov9_n_wholebody15_post_0145_1x3x480x640.onnx"),
+        "GPL-3.0 (PINTO0309's repository); never the only choice: see head detectors", "head_detection",
+    ),
+    WeightsEntry(
+        "light_asd_talkset", "asd/light_asd_talkset.model",
+        "efc375833887eefa9d209dc92810e18519b04c3c73ea35a549f2a7f40b7d94d5", 4175289,
+        _RAW.format(repo="Junhua-Liao/Light-ASD", path="weight/finetuning_TalkSet.model"),
+        "MIT (Light-ASD repository)", "active_speaker",
+    ),
+    WeightsEntry(
+        "light_asd_ava", "asd/light_asd_ava.model",
+        "d44bc3ea7baa8e0946fa3921311714a630ed8b90a1928fab0dbe30d918909317", 4175289,
+        _RAW.format(repo="Junhua-Liao/Light-ASD", path="weight/pretrain_AVA_CVPR.model"),
+        "MIT (Light-ASD repository)", "active_speaker",
+    ),
     # insightface buffalo_l members. Their sha256 and exact sizes are NOT pinned: we have
     # never had the files here to hash, and we do not copy checksums we cannot check.
     WeightsEntry(
@@ -124,6 +142,13 @@ _ENTRIES = [
 ]
 
 REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in _ENTRIES}
+
+# Model files that ship inside PyPI wheels (no lookup, no fetch): file name -> licence.
+PACKAGED: dict[str, str] = {
+    "shape_predictor_5_face_landmarks.dat": "public domain (dlib-models; face-recognition-models wheel)",
+    "dlib_face_recognition_resnet_model_v1.dat": "public domain (dlib-models; face-recognition-models wheel)",
+    "mmod_human_face_detector.dat": "public domain (dlib-models; face-recognition-models wheel)",
+}
 
 
 def get_entry(name: str) -> WeightsEntry:
@@ -339,75 +364,12 @@ def _extract_member(archive: Path, member: str, out: Path, url: str) -> None:
         raise WeightsError(f"{url} is not a valid zip archive") from None
 
 
-# ---------------------------------------------------------------- CLI
-
-def _names_or_all(names: Iterable[str]) -> list[str]:
-    names = list(names)
-    for n in names:
-        get_entry(n)
-    return names or list(REGISTRY)
-
-
-@click.group("weights")
-def weights_cli() -> None:
-    """List, verify and fetch pretrained weights."""
-
-
-_weights_opt = click.option(
-    "--weights", "weights_dir", type=click.Path(file_okay=False), default=None,
-    help=f"Weights directory searched first (then ${ENV_WEIGHTS}, ./weights, the user cache).",
-)
-
-
-@weights_cli.command("list")
-@_weights_opt
-def list_cmd(weights_dir: str | None) -> None:
-    """Known weights and where lookup finds them."""
-    rows = [(s.entry.name, s.entry.task, str(s.path) if s.path else "missing", s.entry.licence)
-            for s in list_weights(weights_dir)]
-    header = ("name", "task", "found at", "licence")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
-    for r in [header, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
-
-
-@weights_cli.command("verify")
-@_weights_opt
-@click.argument("names", nargs=-1)
-def verify_cmd(weights_dir: str | None, names: tuple[str, ...]) -> None:
-    """Hash every found weights file (or NAMES); exit 1 on any mismatch."""
-    try:
-        chosen = _names_or_all(names)
-    except WeightsError as e:
-        raise click.ClickException(str(e)) from None
-    bad = 0
-    for name in chosen:
-        entry = get_entry(name)
-        path = find(name, weights_dir)
-        if path is None:
-            click.echo(f"{name}: missing")
-            continue
-        try:
-            digest = check(entry, path, use_cache=False)
-        except WeightsCorrupt as e:
-            bad += 1
-            click.echo(f"{name}: BAD  {e}")
-            continue
-        state = "ok" if entry.sha256 else "unpinned (no registry sha256)"
-        click.echo(f"{name}: {state} {path} sha256={digest}")
-    if bad:
-        raise click.ClickException(f"{bad} weights file(s) failed verification")
-
-
-@weights_cli.command("fetch")
-@click.argument("names", nargs=-1, required=True)
-@click.option("--dest", type=click.Path(file_okay=False), default=None,
-              help=f"Directory to write into (default: ${ENV_WEIGHTS}, else the user cache).")
-def fetch_cmd(names: tuple[str, ...], dest: str | None) -> None:
-    """Download NAME... from their upstream sources and verify them."""
-    try:
-        for name in _names_or_all(names):
-            path = fetch(name, dest)
-            click.echo(f"{name}: {path}")
-    except WeightsError as e:
-        raise click.ClickException(str(e)) from None
+def describe_file(path: str | os.PathLike[str]) -> dict[str, str | None]:
+    """{file, sha256, licence} of a model file, for the manifest: the licence from the
+    registry entry (or the wheel) that file name belongs to."""
+    p = Path(path)
+    licence = PACKAGED.get(p.name)
+    for entry in REGISTRY.values():
+        if entry.filename == p.name:
+            licence = entry.licence
+    return {"file": str(p), "sha256": sha256_file(p), "licence": licence}

@@ -25,6 +25,17 @@ class Clip:
     def kept(self) -> bool:
         return self.status == "ok"
 
+    def reject(self, reason: str) -> None:
+        self.status, self.reason = "rejected", reason
+
+    def row(self, n_frames_sampled: int) -> dict:
+        """Its columns of the `clips` table (stages add theirs)."""
+        return dict(
+            clip_id=self.clip_id, video_id=self.video_id, shot_index=self.shot_index,
+            start_s=self.start_s, end_s=self.end_s, duration_s=self.duration_s,
+            status=self.status, reason=self.reason, n_frames_sampled=n_frames_sampled,
+        )
+
 
 def clip_id(video_id: str, shot_index: int) -> str:
     return f"{video_id}-{shot_index:04d}"

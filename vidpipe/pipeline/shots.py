@@ -2,18 +2,19 @@
 
 PySceneDetect's detectors take frames directly (`process_frame(timecode, frame)`), so the one
 decode that feeds frame sampling also feeds shot detection. Timecodes carry each frame's own
-timestamp, so cuts are in seconds and right on variable-frame-rate files.
+timestamp, so cuts are in seconds and right on variable-frame-rate files; they are returned
+on the file's presentation timeline, like every time vidpipe stores.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
 
-import numpy as np
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 from scenedetect.common import Timecode
 
 from vidpipe.config import ShotsConfig
+from vidpipe.video import DecodedFrame
 
 DETECTORS = ("adaptive", "content")
 
@@ -31,15 +32,17 @@ class ShotDetector:
         else:
             raise ValueError(f"unknown shot detector {cfg.detector!r} (choose from {', '.join(DETECTORS)})")
         self._last: FrameTimecode | None = None
+        self._offset = 0.0  # presentation time of the first frame
 
-    def push(self, pts: int, time_base: Fraction, frame_bgr: np.ndarray) -> list[float]:
-        """Feed one frame (pts relative to the first frame; any size, ~256 px wide is
-        PySceneDetect's own choice)."""
-        self._last = FrameTimecode(Timecode(pts=pts, time_base=time_base), self._fps)
-        return [tc.seconds for tc in self._detector.process_frame(self._last, frame_bgr)]
+    def push(self, frame: DecodedFrame) -> list[float]:
+        """Feed one decoded frame (its ~256 px copy, PySceneDetect's own analysis size)."""
+        if self._last is None:
+            self._offset = frame.time_s - float(frame.pts * frame.time_base)
+        self._last = FrameTimecode(Timecode(pts=frame.pts, time_base=frame.time_base), self._fps)
+        return [tc.seconds + self._offset for tc in self._detector.process_frame(self._last, frame.small)]
 
     def finish(self) -> list[float]:
         """Cuts the detector still holds back at the end of the video."""
         if self._last is None:
             return []
-        return [tc.seconds for tc in self._detector.post_process(self._last)]
+        return [tc.seconds + self._offset for tc in self._detector.post_process(self._last)]

@@ -1,0 +1,215 @@
+"""The single-major-character rule (iQIYI-VID §3.2): its edges on constructed boxes, and its
+verdicts on real photos and videos, checked against what the pictures show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+import vidpipe
+from excerpts import cut
+from vidpipe.backends.base import HEAD, Detections, Detector
+from vidpipe.config import Config
+from vidpipe.pipeline.runner import config_backends
+from vidpipe.pipeline.stage import ClipContext, Frame
+from vidpipe.stages.major_character import REJECT_REASON, MajorCharacterStage, judge_frames
+
+EMBEDDERS = ("face_embedder", "head_embedder", "reid_embedder")
+
+
+def box(area: int, x: float = 0.0) -> list[float]:
+    """A box of `area` px² (1 px tall: exact in float32) with its left edge at x."""
+    return [x, 0.0, x + area, 1.0]
+
+
+def heads(per_frame: list[list[float]]) -> Detections:
+    """HEAD rows: per_frame[f] lists the areas of the heads in frame f."""
+    rows = [(box(a, 2000.0 * j), f) for f, areas in enumerate(per_frame) for j, a in enumerate(areas)]
+    if not rows:
+        return Detections.empty()
+    return Detections.of([b for b, _ in rows], np.ones(len(rows)), HEAD, np.array([f for _, f in rows]))
+
+
+def test_a_frame_is_valid_with_one_head_or_the_biggest_3x_every_other():
+    per_frame = [[500], [300, 100], [299, 100], [], [900, 300, 10], [900, 301, 10], [100, 300]]
+    valid, major = judge_frames(heads(per_frame), len(per_frame), 3.0)
+    assert valid.tolist() == [True, True, False, False, True, False, True]
+    found = heads(per_frame)
+    assert [round(float(a)) for a in found.area[major]] == [500, 300, 900, 300]  # the biggest, only in valid frames
+    assert (found.frame[major] == [0, 1, 4, 6]).all()
+    strict, _ = judge_frames(heads(per_frame), len(per_frame), 4.0)
+    assert strict.tolist() == [True, False, False, False, False, False, False]
+
+
+class ScriptedHeads(Detector):
+    """Test double: the heads of frame i are `per_frame[frame.index]` (areas)."""
+
+    def __init__(self, per_frame: list[list[float]]) -> None:
+        super().__init__()
+        self.name, self.per_frame = "scripted", per_frame
+
+    def detect(self, images):
+        return heads([self.per_frame[int(img[0, 0, 0])] for img in images])
+
+
+class OneBackend:
+    """A provider that hands the stage the one backend it asks for."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    def get(self, task, name=None):
+        return self.backend
+
+
+def run_rule(per_frame: list[list[float]], **settings) -> tuple[float, str | None, Detections]:
+    cfg = Config()
+    for key, value in settings.items():
+        cfg.set(key.replace("__", "."), value)
+    stage = MajorCharacterStage(cfg, OneBackend(ScriptedHeads(per_frame)))
+    frames = [Frame(i, i / 4, np.full((8, 8, 3), i, np.uint8), 1.0) for i in range(len(per_frame))]
+    result = stage.process(ClipContext(None, None, frames))
+    return result.fields["valid_frame_ratio"], result.reject, result.found
+
+
+def test_a_clip_is_valid_from_30_percent_valid_frames():
+    crowd, alone = [100, 100], [100]
+    ratio, reject, found = run_rule([alone] * 3 + [crowd] * 7)
+    assert ratio == pytest.approx(0.3) and reject is None
+    assert found.data["major"].sum() == 3
+    ratio, reject, _ = run_rule([alone] * 2 + [crowd] * 8)
+    assert ratio == pytest.approx(0.2) and reject == REJECT_REASON == "no_major_character"
+    assert run_rule([alone] * 2 + [crowd] * 8, major_character__min_valid_ratio=0.2)[1] is None
+    assert run_rule([crowd] * 10, clips__require_major_character=False)[:2] == (0.0, None)  # crowds kept
+    assert run_rule([], clips__require_major_character=True)[:2] == (0.0, REJECT_REASON)
+
+
+# ---------------------------------------------------------------- real photos
+
+
+@pytest.fixture(scope="module")
+def rule_on_photos(shared):
+    cfg = Config()
+    cfg.set("run.weights_dir", str(shared / "weights"))
+    stage = MajorCharacterStage(cfg, config_backends(cfg))
+
+    def judge(rel: str) -> tuple[float, str | None, int]:
+        img = cv2.imread(str(shared / "media/faces" / rel))
+        scale = min(1.0, 640 / max(img.shape[:2]))
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        result = stage.process(ClipContext(None, None, [Frame(0, 0.0, img, 1 / scale)]))
+        return result.fields["valid_frame_ratio"], result.reject, int((result.found.kind == HEAD).sum())
+
+    return judge
+
+
+@pytest.mark.parametrize("photo, present, major", [
+    ("multi_face/couple.jpg", 2, False),  # two heads of about the same size
+    ("multi_face/selfie-many-people.jpg", 7, False),  # seven people, none dominant
+    ("face_recognition_misc/lin-manuel-miranda.png", 1, True),  # one man
+])
+def test_the_rule_on_photos_matches_the_picture(rule_on_photos, photo, present, major):
+    ratio, reject, n_heads = rule_on_photos(photo)
+    assert (ratio == 1.0, reject is None) == (major, major)
+    assert n_heads >= 2 if present > 1 else n_heads == 1
+    assert n_heads <= present + 1
+
+
+# ---------------------------------------------------------------- real videos
+
+
+def full_config(shared: Path, **settings) -> Config:
+    cfg = Config()
+    cfg.set("run.weights_dir", str(shared / "weights"))
+    for key, value in settings.items():
+        cfg.set(key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def hamilton(shared, tmp_path_factory):
+    """short_hamilton_clip.mp4 through every default stage. Its shots (looked at frame by
+    frame): 0.84-1.51 s wide stage shot, 1.51-2.85 s the pianist in profile close-up, the
+    camera panning to the audience, 2.85-3.58 s more of that pan, 3.58-7.88 s Lin-Manuel
+    Miranda alone in a medium shot, 7.88-10.02 s the audience (the Obamas and others)."""
+    out = tmp_path_factory.mktemp("hamilton")
+    report = vidpipe.run(shared / "media/videos/short_hamilton_clip.mp4", out, full_config(shared))
+    assert report.exit_code == 0
+    clips = vidpipe.read_table(out, "clips").sort_values("start_s").reset_index(drop=True)
+    return out, clips
+
+
+def test_hamilton_medium_shot_kept_audience_rejected(hamilton):
+    out, clips = hamilton
+    assert clips.duration_s.round(1).tolist() == [0.7, 1.3, 0.7, 4.3, 2.1]
+    medium, audience = clips.iloc[3], clips.iloc[4]
+    assert medium.status == "ok" and medium.valid_frame_ratio >= 0.9
+    assert audience.status == "rejected" and audience.reason == REJECT_REASON and audience.valid_frame_ratio < 0.3
+    faces, heads, bodies = (vidpipe.read_table(out, t) for t in ("faces", "heads", "bodies"))
+    for table in (faces, heads, bodies):
+        assert audience.clip_id not in set(table.clip_id)  # nothing computed for a rejected clip
+    # One major head, face and body per valid frame of the medium shot.
+    n = medium.n_frames_sampled
+    for table in (heads[heads.clip_id == medium.clip_id], bodies[bodies.clip_id == medium.clip_id]):
+        assert len(table) >= 0.9 * n and table.frame_index.is_unique
+    major = faces[(faces.clip_id == medium.clip_id) & faces.major]
+    assert len(major) >= 0.9 * n and major.frame_index.is_unique
+
+
+def test_hamilton_short_shots(hamilton):
+    _, clips = hamilton
+    wide, pianist = clips.iloc[0], clips.iloc[1]
+    # The duration rule comes first: the 0.67 s wide shot never reaches the head rule.
+    assert wide.status == "rejected" and wide.reason.startswith("too short") and np.isnan(wide.valid_frame_ratio)
+    # The pianist's head fills the right half of the first frames (the audience behind is
+    # small and blurred), then the camera pans away to the audience: a major character on
+    # 60-80% of the frames, so kept.
+    assert pianist.status == "ok" and 0.3 <= pianist.valid_frame_ratio < 1.0
+
+
+def test_hamilton_wide_stage_shot_the_back_of_a_head_is_the_major_head(shared):
+    """Wide stage shot (frames looked at): Lin-Manuel Miranda small (about 45x60 px), the
+    pianist small (40x55), the back of a spectator's head in the foreground (165x90, cut by
+    the frame's bottom edge): 5x bigger than either, so by the rule the frames are valid and
+    that back of a head is the major head (the paper's manual pass removes such clips).
+    The wholebody detector sees it so; person_face under-sizes the cut-off head (README)."""
+    cfg = full_config(shared, **{"major_character.detector": "wholebody"})
+    detector = config_backends(cfg).get("head_detector")
+    with av.open(str(shared / "media/videos/short_hamilton_clip.mp4")) as container:
+        shot = [f.to_ndarray(format="bgr24") for f in container.decode(video=0) if 0.86 <= f.time < 1.5]
+    images = shot[::8]  # 4 fps, as the run samples
+    found = detector.detect(images).of_kind(HEAD)
+    valid, major = judge_frames(found, len(images), 3.0)
+    assert valid.mean() >= 0.3
+    h, w = images[0].shape[:2]
+    for b in found.xyxy[major]:
+        assert (b[0] + b[2]) / 2 < w / 2 and b[3] > 0.9 * h  # bottom left, cut by the frame edge
+
+
+@pytest.fixture(scope="module")
+def street(shared, tmp_path_factory):
+    """20 s of vtest (a street: pedestrians of similar size, nobody dominant)."""
+    d = tmp_path_factory.mktemp("vtest")
+    video = cut(shared / "media/videos/vtest_opencv_reencoded.avi", d / "vtest20.avi", 20.0, 20.0)
+    report = vidpipe.run(video, d / "out", full_config(shared, **{"sampling.fps": 2.0}))  # 40 frames: fast
+    return report.outcomes[0], vidpipe.read_table(d / "out", "clips")
+
+
+def test_street_excerpt_has_no_major_character(street):
+    outcome, clips = street
+    assert len(clips) == 1 and clips.duration_s.iloc[0] == pytest.approx(20.0, abs=0.2)
+    assert clips.status.iloc[0] == "rejected" and clips.reason.iloc[0] == REJECT_REASON
+    assert clips.valid_frame_ratio.iloc[0] < 0.3
+
+
+def test_no_face_head_or_body_network_runs_on_a_rejected_clip(street):
+    outcome, clips = street
+    calls = outcome.model_calls
+    assert {t: calls.get(t, 0) for t in EMBEDDERS} == dict.fromkeys(EMBEDDERS, 0)
+    # The rule's own detectors ran once per sampled frame, and nothing ran them again.
+    n = int(clips.n_frames_sampled.iloc[0])
+    assert calls["face_detector"] == calls["person_detector"] == n > 0

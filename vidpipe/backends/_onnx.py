@@ -1,0 +1,53 @@
+"""ONNX Runtime sessions for every ONNX backend: which providers, how many threads.
+
+CUDA is used when asked for, or on "auto" when this onnxruntime has the CUDA provider; the
+CPU provider stays as the fallback. `threads` splits the cores between worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from vidpipe.config import ConfigError
+from vidpipe.registry import log_once
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def onnx_providers(device: str = "auto") -> list[str]:
+    """ONNX Runtime providers for `device` ("auto" | "cpu" | "cuda" | "cuda:N")."""
+    import onnxruntime as ort
+
+    device = (device or "auto").lower()
+    cuda_ok = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if not cuda_ok:
+            log_once(logging.WARNING, "device %s asked for, but this onnxruntime has no CUDA provider "
+                     "(install onnxruntime-gpu); ONNX models will run on CPU", device)
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda_ok else ["CPUExecutionProvider"]
+    raise ConfigError(f"device must be auto, cpu or cuda, not {device!r}")
+
+
+def session_options(threads: int = 0):
+    """Quiet sessions (ERROR level: dynamic-shape graphs warn on every call) with
+    `threads` intra-op threads (0: onnxruntime's default, all cores)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads > 0:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    return so
+
+
+def session(model, device: str = "auto", threads: int = 0):
+    """An InferenceSession for `model` (a file path, or the bytes of a model edited in memory) on `device`."""
+    import onnxruntime as ort
+
+    model = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(model, sess_options=session_options(threads), providers=onnx_providers(device))

@@ -1,0 +1,71 @@
+"""`vidpipe`: one command, sub-commands per job. A thin shell over the Python API.
+
+Each sub-command lives in its own module here (or, for the fusion model, in
+`vidpipe.models.cli`) and is registered on `main` below. Heavy imports (torch, models)
+happen inside the commands so that `vidpipe --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from tqdm import tqdm
+
+from vidpipe._version import __version__
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not tear progress bars apart."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - logging must never crash the run
+            self.handleError(record)
+
+
+def setup_logging(level: str) -> None:
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("vidpipe %(levelname)s: %(message)s"))
+    root = logging.getLogger("vidpipe")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+    logging.getLogger("pyscenedetect").setLevel(logging.ERROR)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="vidpipe")
+def main() -> None:
+    """vidpipe turns raw video into per-clip person identities.
+
+    \b
+    Typical use:
+      vidpipe run videos/ --out features/     shots -> 1-30 s clips -> one major character
+                                              -> faces, heads, bodies, audio -> feature store
+      vidpipe config > vidpipe.toml           every setting with its default, to edit
+      vidpipe backends                        which models each task can use, and the stages
+      vidpipe weights list                    which pretrained models are found, and where
+      vidpipe train --features features/ --labels labels.csv --out model/
+      vidpipe predict --features features/ --model model/ --submission sub.txt
+      vidpipe eval --submission sub.txt --gt val_gt.txt       mAP@100 as iQIYI-VID
+      vidpipe review features/ --db gallery.db  then  vidpipe export features/ --db gallery.db --out dataset/
+    """
+
+
+def _register() -> None:
+    from vidpipe.cli.backends import backends_cmd
+    from vidpipe.cli.config import config_cmd
+    from vidpipe.cli.identities import COMMANDS as IDENTITY_COMMANDS
+    from vidpipe.cli.review import COMMANDS as REVIEW_COMMANDS
+    from vidpipe.cli.run import run_cmd
+    from vidpipe.cli.weights import weights_cli
+    from vidpipe.models.cli import evaluate, predict, train
+
+    for command in (run_cmd, config_cmd, backends_cmd, weights_cli, train, predict, evaluate, *IDENTITY_COMMANDS, *REVIEW_COMMANDS):
+        main.add_command(command)
+
+
+_register()

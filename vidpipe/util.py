@@ -1,0 +1,84 @@
+"""Small helpers every layer shares: atomic writes, one-line error text, fitting a size."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import pkgutil
+import tempfile
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], fsync: bool = False) -> Iterator[Path]:
+    """A temporary path beside `target` (hidden, so store readers skip it); renamed onto
+    `target` when the block ends without an exception, removed otherwise.
+
+    Readers therefore see either the old file or the whole new one, never half of it."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def first_line(exc: BaseException | str) -> str:
+    """The first non-empty line of an error, for one-line messages (the type when empty)."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__ if isinstance(exc, BaseException) else ""
+    return text.splitlines()[0].strip()
+
+
+def fit_within(width: int, height: int, max_side: int, even: bool = False) -> tuple[int, int, float]:
+    """(w, h, scale): the size with the longest side at most `max_side`, never enlarged.
+    `even` rounds both sides to even numbers (what video scalers want)."""
+    scale = min(1.0, max_side / max(width, height, 1))
+    if even:
+        w, h = max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+    else:
+        w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    return w, h, scale
+
+
+def shrink(image, max_side: int):
+    """(image with its longest side at most `max_side`, never enlarged; the scale applied).
+    INTER_AREA: the right filter for shrinking."""
+    import cv2
+
+    h, w = image.shape[:2]
+    nw, nh, scale = fit_within(w, h, max_side)
+    if scale >= 1.0:
+        return image, 1.0
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA), scale
+
+
+def load_plugins(package: str, group: str, skip: tuple[str, ...] = ()) -> None:
+    """Import every public module of `package` (they register themselves) and every
+    entry point of `group` (third-party plug-ins). A broken plug-in is logged, not fatal."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_") and info.name not in skip:
+            importlib.import_module(f"{package}.{info.name}")
+    for ep in entry_points(group=group):
+        try:
+            ep.load()
+        except Exception as e:
+            logging.getLogger("vidpipe").warning("plug-in %s (%s) failed to load: %s", ep.name, group, first_line(e))
