@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from vidpipe.identities.table import read_identities
 from vidpipe.models.cli import predict, train
 from vidpipe.models.data import STORE_TABLES, load_store
 
@@ -124,6 +125,8 @@ def test_train_then_predict_on_a_vidpipe_store(store, tmp_path, arch):
     assert list(preds.columns) == ["clip_id", "identity", "probability", "rank"]
     assert set(preds["clip_id"]) == set(load_store(out_dir).clip_ids)  # hamilton's clips too
     assert (preds.groupby("clip_id")["rank"].min() == 0).all()
+    named = read_identities(pred_dir)  # the model's route meets `vidpipe tag`'s in one table
+    assert set(named["source"]) == {"model"} and set(named["clip_id"]) == set(preds["clip_id"])
     accuracy = _test_accuracy(pred_dir, truth)
     print(f"{arch}: held-out photo clips identified {accuracy:.2f}")
     assert accuracy >= 0.7  # chance is 1/5

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from vidpipe.eval import iqiyi_io
 from vidpipe.eval.metrics import evaluate_retrieval, rank_clips, scores_map
+from vidpipe.identities.table import IDENTITY_SCHEMA
 from vidpipe.models.cli import evaluate, predict, train
 from vidpipe.models.config import ModelConfig, TrainConfig, recipe_configs
 from vidpipe.models.data import ClipSet, FrameBank, load_iqiyi
@@ -253,7 +254,7 @@ def test_cli_iqiyi_train_predict_eval(synth, tmp_path):
     assert len(lines) == 16 and all(t.endswith(".mp4") for t in lines[0].split()[1:])
     assert len(lines[0].split()) == 1 + min(100, val_clips)
     table = pd.read_parquet(tmp_path / "out/identities")
-    assert list(table.columns) == ["clip_id", "identity", "score", "source"] and set(table["source"]) == {"fusion"}
+    assert list(table.columns) == IDENTITY_SCHEMA.names and set(table["source"]) == {"model"}  # `vidpipe tag`'s table
     preds = pd.read_parquet(tmp_path / "out/predictions")
     assert list(preds.columns) == ["clip_id", "identity", "probability", "rank"] and len(preds) == 5 * val_clips
     r = runner.invoke(evaluate, ["--submission", str(tmp_path / "sub.txt"), "--gt", str(synth / "val_gt.txt"),

@@ -208,8 +208,7 @@ def predict(iqiyi, split, features, model_dir, submission, out_dir, frames, top_
     scores = model.scores(data, frames, batch_size)
     lists = rank_clips(scores, data.clip_ids, model.classes, top_k)
     if out_dir is not None:
-        write_predictions(out_dir, data.clip_ids, scores, model.classes, lists,
-                          source="fusion" if isinstance(model, FusionModel) else "prototype")
+        write_predictions(out_dir, data.clip_ids, scores, model.classes, lists)
         click.echo(f"predictions for {len(data)} clips written to {Path(out_dir) / 'predictions'}")
     if submission is not None:
         write_submission(submission, lists)

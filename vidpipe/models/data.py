@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import torch
 
 from vidpipe.eval import iqiyi_io
 from vidpipe.models.config import ModalitySpec
+from vidpipe.store import iter_batches
 
 MODALITIES = ("face", "head", "body", "audio")  # face first: it gets the architecture's aggregator
 STORE_TABLES = {"face": "faces", "head": "heads", "body": "bodies", "audio": "audio"}
@@ -222,25 +223,6 @@ def read_labels(path: str | Path) -> dict[str, str]:
         raise DataError(f"cannot read labels file {path}: {e.strerror}") from None
 
 
-def _scan_store_table(out: Path, table: str, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """Record batches of ``columns`` of one store table (the columns a file lacks are left out).
-
-    The only function that reads the store's Parquet files directly: everything else goes
-    through it, so it can become the store's own reader. Files starting with "." or "_"
-    (in-progress temporaries) are skipped. One file at a time through an 8 MB buffered
-    stream, without pre-buffering or decoding threads: reading a 1 GB embedding column then
-    peaks at about 200 MB above the batch itself, where the dataset scanner held ~1.4 GB.
-    """
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
-
-    for path in sorted(ds.dataset(out / table, format="parquet").files):
-        f = pq.ParquetFile(path, pre_buffer=False, buffer_size=8 << 20)
-        names = set(f.schema_arrow.names)
-        yield from f.iter_batches(batch_size=_BATCH_ROWS, columns=[c for c in columns if c in names],
-                                  use_threads=False)
-
-
 def _embeddings(column: pa.Array, what: str) -> np.ndarray:
     """(n, D) float16 from a list<float> or fixed_size_list<float> column."""
     if len(column) == 0:
@@ -272,7 +254,7 @@ def _store_bank(out: Path, modality: str, clip_names: pa.Array, max_frames: int 
     table = STORE_TABLES[modality]
     what = str(out / table)
     clip_index, keys = [], []
-    for batch in _scan_store_table(out, table, ["clip_id", *_ORDER_KEYS]):
+    for batch in iter_batches(out, table, ["clip_id", *_ORDER_KEYS], _BATCH_ROWS):
         if "clip_id" not in batch.schema.names:
             raise DataError(f"{what}: missing column clip_id")
         idx = pc.index_in(batch.column("clip_id"), value_set=clip_names).fill_null(-1)
@@ -295,7 +277,7 @@ def _store_bank(out: Path, modality: str, clip_names: pa.Array, max_frames: int 
     dest[order] = np.arange(len(order))
     del clip_index_all, key, kept, position, order
     frames, offset = None, 0
-    for batch in _scan_store_table(out, table, ["embedding"]):
+    for batch in iter_batches(out, table, ["embedding"], _BATCH_ROWS):
         if "embedding" not in batch.schema.names:
             raise DataError(f"{what}: missing column embedding")
         emb = _embeddings(batch.column("embedding"), what)
@@ -334,13 +316,13 @@ def _store_clips(out: Path, tables: Sequence[str]) -> list[str]:
     without one, every clip that has a row in ``tables``."""
     names: set[str] = set()
     if (out / "clips").exists():
-        for batch in _scan_store_table(out, "clips", ["clip_id", "status"]):
+        for batch in iter_batches(out, "clips", ["clip_id", "status"]):
             ok = pc.equal(batch.column("status"), "ok") if "status" in batch.schema.names else None
             ids = batch.column("clip_id") if ok is None else batch.column("clip_id").filter(ok)
             names.update(ids.to_pylist())
         return sorted(names)
     for table in tables:
-        for batch in _scan_store_table(out, table, ["clip_id"]):
+        for batch in iter_batches(out, table, ["clip_id"]):
             names.update(pc.unique(batch.column("clip_id")).to_pylist())
     return sorted(names)
 

@@ -90,16 +90,19 @@ def _write_parquet(table, directory: Path, name: str) -> Path:
 
 def write_predictions(
     out: str | Path, clip_ids: list[str], scores: np.ndarray, classes: list[str],
-    lists: dict[str, list[tuple[str, float]]], source: str = "fusion", per_clip: int = 5,
+    lists: dict[str, list[tuple[str, float]]], source: str = "model", per_clip: int = 5,
 ) -> None:
     """Three tables under ``out`` (file ``predictions.parquet`` in each):
 
     * ``predictions/``: clip_id, identity, probability, rank — each clip's ``per_clip`` most
       likely classes ("0" = noise), rank 0 first (the prototype writes its cosines);
-    * ``identities/``: clip_id, identity, score, source — each clip's best class;
+    * ``identities/predictions.parquet``: each clip's best class in the identities table's
+      schema (source 'model'), where `vidpipe tag`'s rows meet it;
     * ``retrieval/``: identity, rank, clip_id, score — each identity's top clips.
     """
     import pyarrow as pa
+
+    from vidpipe.identities.table import write_identities
 
     out = Path(out)
     k = min(per_clip, scores.shape[1])
@@ -111,12 +114,14 @@ def write_predictions(
         "rank": pa.array(np.tile(np.arange(k, dtype=np.int32), len(clip_ids)), pa.int32()),
     }), out / "predictions", "predictions.parquet")
     best = top[:, 0] if k else np.zeros(0, np.int64)
-    _write_parquet(pa.table({
+    write_identities(out, "predictions", pa.table({  # the table `vidpipe tag` writes beside it
         "clip_id": pa.array(clip_ids, pa.string()),
         "identity": pa.array([classes[i] for i in best], pa.string()),
         "score": pa.array(scores[np.arange(len(best)), best].astype(np.float32), pa.float32()),
         "source": pa.array([source] * len(best), pa.string()),
-    }), out / "identities", "predictions.parquet")
+    }).append_column("track", pa.nulls(len(best), pa.int32()))
+      .append_column("start_s", pa.nulls(len(best), pa.float64()))
+      .append_column("end_s", pa.nulls(len(best), pa.float64())))
     rows = [(identity, r, clip, s) for identity, ranked in lists.items() for r, (clip, s) in enumerate(ranked)]
     _write_parquet(pa.table({
         "identity": pa.array([r[0] for r in rows], pa.string()),
