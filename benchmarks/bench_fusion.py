@@ -1,26 +1,28 @@
 #!/usr/bin/env python
-"""Benchmark of the fusion model: accuracy (as FAMF Table 1) and speed (fraction of peak).
+"""Accuracy benchmarks of the fusion model: does training beat plain cosine matching on clips
+it has not seen, at which sizes, and where does each model break?
 
-    python benchmarks/bench_fusion.py                 # all three parts, ~10 min on 2 cores
-    python benchmarks/bench_fusion.py --skip-real --skip-speed --epochs 20   # bigger table
-    python benchmarks/bench_fusion.py --speed-batch 4096 --skip-synthetic --skip-real
+    python benchmarks/bench_fusion.py generate --size large         # make and convert a set only
+    python benchmarks/bench_fusion.py adversarial --size small      # every arch × (face, all), ~30 min
+    python benchmarks/bench_fusion.py adversarial --size large      # 20,000 training clips, hours on 2 cores
+    python benchmarks/bench_fusion.py knobs                          # the generator's knobs, one at a time
+    python benchmarks/bench_fusion.py ablation                       # which training changes matter
+    python benchmarks/bench_fusion.py real                           # real face embeddings (../shared)
 
-1. SYNTHETIC set in the iQIYI-VID-2019 file format (vidpipe/models/synthetic.py, ≥1,000
-   identities): mAP@100 on its val split for every aggregation × fusion pair, face-only vs
-   multi-modal, and a training-free baseline (average-pooled face cosine to identity means).
-2. Real embeddings: clips assembled from the face photos in ../shared/media/faces, embedded
-   with the shared SCRFD + MobileFaceNet after degradations (blur, downscale, occlusion),
-   written as a vidpipe feature store; the fusion model vs average-pooled cosine matching.
-3. Speed: peak float32 ``torch.mm`` GFLOP/s of this machine, measured in the same run, the
-   model's FLOPs per clip, and training / inference clips/s and fraction of that peak for the
-   FAMF configuration (N=24, D=512, 1,000 identities, hidden 4096), with the data share.
-
-Tables are printed as markdown on stdout, progress on stderr.
+Data: the adversarial SYNTHETIC generator (vidpipe/models/synthetic.py) in the iQIYI-VID-2019
+file layout, read through the same converter as the real release. Every model is trained
+with the CLI's defaults (``--recipe default``) unless the table says otherwise; mAP@100 is
+on the generator's own val split (distractor clips included), which training never sees.
+Times: wall and CPU seconds of training (CPU = all threads). Tables go to stdout as
+markdown, progress to stderr. ``bench_fusion_speed.py`` and ``bench_fusion_memory.py``
+measure speed and memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import os
 import shutil
 import sys
@@ -28,124 +30,174 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads starve on shared cores
 
-from vidpipe.eval import iqiyi_io
-from vidpipe.eval.metrics import evaluate_retrieval
-from vidpipe.models.config import AggregationConfig, ModalitySpec, ModelConfig, TrainConfig
-from vidpipe.models.data import ClipSet, FrameBank, load_iqiyi, load_store, read_labels
-from vidpipe.models.infer import FusionModel, retrieval_lists
-from vidpipe.models.synthetic import SyntheticSpec, write_synthetic_iqiyi
-from vidpipe.models.train import Trainer, select_device, train
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-AGGS = ["avg", "netvlad", "ghostvlad", "nextvlad", "attentionvlad"]
-FUSIONS = ["concat", "mma", "mlma"]
-FACE_ONLY = [("avg", "concat"), ("netvlad", "mma"), ("attentionvlad", "mlma")]
+from vidpipe.eval.metrics import scores_map  # noqa: E402
+from vidpipe.models.config import PROTOTYPE, ModelConfig, TrainConfig, recipe_configs  # noqa: E402
+from vidpipe.models.data import ClipSet, load_iqiyi, load_store  # noqa: E402
+from vidpipe.models.infer import FusionModel  # noqa: E402
+from vidpipe.models.net import resolve_arch  # noqa: E402
+from vidpipe.models.prototype import PrototypeModel  # noqa: E402
+from vidpipe.models.synthetic import SyntheticSpec, sized_spec, write_synthetic_iqiyi  # noqa: E402
+from vidpipe.models.train import train  # noqa: E402
+
+ARCHS = ["prototype", "avg", "iqiyi", "famf", "famf-mf", "famf-fa", "ghostvlad", "nextvlad"]
+ALL = ["face", "head", "body", "audio"]
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------- shared helpers
-
-def mean_vectors(data: ClipSet, modality: str) -> tuple[np.ndarray, np.ndarray]:
-    """Average-pooled, L2-normalised clip vectors of one modality and their presence."""
-    bank = data.banks[modality]
-    counts, starts = bank.count.numpy(), bank.start.numpy()
-    clip_of_row = np.repeat(np.arange(len(data)), counts)
-    rows = starts[clip_of_row] + np.arange(len(clip_of_row)) - np.repeat(np.cumsum(counts) - counts, counts)
-    frames = bank.frames[torch.from_numpy(rows)].float().numpy()
-    frames = frames / np.maximum(np.linalg.norm(frames, axis=1, keepdims=True), 1e-9)
-    out = np.zeros((len(data), bank.dim), np.float32)
-    np.add.at(out, clip_of_row, frames)
-    present = counts > 0
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9), present
+@dataclasses.dataclass
+class Fit:
+    map: float
+    wall_s: float
+    cpu_s: float
+    epochs: int = 0
+    kept: int = 0
 
 
-def cosine_baseline(train_set: ClipSet, test_set: ClipSet, gt: dict[str, list[str]], modality: str = "face") -> float:
-    """Identity = mean of its training clips' pooled vectors; clips ranked by cosine."""
-    g, gp = mean_vectors(train_set, modality)
-    q, _ = mean_vectors(test_set, modality)
-    labels = np.array(train_set.labels)
-    ids = [i for i in gt if ((labels == i) & gp).any()]
-    gallery = np.stack([g[(labels == i) & gp].mean(0) for i in ids])
-    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
-    scores = q @ gallery.T
-    top = np.argsort(-scores, axis=0)[:100]
-    sub = {i: [test_set.clip_ids[j] for j in top[:, k]] for k, i in enumerate(ids)}
-    return evaluate_retrieval(sub, gt).map
+def fit(train_set: ClipSet, val: ClipSet, arch: str, modalities: list[str], args: argparse.Namespace,
+        train_overrides: dict | None = None, model_overrides: dict | None = None, recipe: str = "default") -> Fit:
+    """Train ``arch`` on ``train_set`` (the CLI's defaults plus overrides), score ``val``."""
+    train_set, val = train_set.select_modalities(modalities), val.select_modalities(modalities)
+    wall, cpu = time.perf_counter(), time.process_time()
+    if arch == PROTOTYPE:
+        model = PrototypeModel.fit(train_set, modalities)
+        scores = model.scores(val)
+        return Fit(scores_map(scores, val.clip_ids, model.classes, val.labels), time.perf_counter() - wall,
+                   time.process_time() - cpu)
+    agg, fus = resolve_arch(arch)
+    model_kw, train_kw = recipe_configs(recipe, agg, model_overrides, {"seed": args.seed, "device": args.device,
+                                                                       **(train_overrides or {})})
+    out = Path(tempfile.mkdtemp(prefix="vidpipe_bench_model_"))
+    try:
+        result = train(train_set, ModelConfig(arch=arch, aggregation=agg, fusion=fus, **model_kw),
+                       TrainConfig(**train_kw), out, progress=False)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        model = FusionModel.load(out, args.device)
+        scores = model.scores(val, TrainConfig(**train_kw).test_frames)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return Fit(scores_map(scores, val.clip_ids, model.classes, val.labels), wall, cpu, len(result.history[0]),
+               result.best_epochs[0])
 
 
-def fit_and_score(train_set: ClipSet, test_set: ClipSet, gt: dict[str, list[str]], model_cfg: ModelConfig,
-                  train_cfg: TrainConfig, workdir: Path) -> tuple[float, float]:
-    """Train into a scratch folder, predict the test set, return (mAP@100, train seconds)."""
-    out = Path(tempfile.mkdtemp(dir=workdir))
-    t = time.perf_counter()
-    train(train_set, model_cfg, train_cfg, out, progress=False)
-    seconds = time.perf_counter() - t
-    model = FusionModel.load(out, train_cfg.device)
-    probs = model.predict_proba(test_set, frames=train_cfg.test_frames)
-    lists = retrieval_lists(probs, test_set.clip_ids, model.classes)
-    shutil.rmtree(out, ignore_errors=True)
-    return evaluate_retrieval({k: [c for c, _ in v] for k, v in lists.items()}, gt).map, seconds
-
-
-def bench_train_config(args: argparse.Namespace, epochs: int) -> TrainConfig:
-    return TrainConfig(epochs=epochs, decay_start=max(1, int(epochs * 0.7)), decay_every=max(1, epochs // 6),
-                       batch_size=args.batch_size, seed=args.seed, device=args.device)
-
-
-# ---------------------------------------------------------------- 1. synthetic table
-
-def synthetic_part(args: argparse.Namespace, workdir: Path) -> None:
-    spec = SyntheticSpec(identities=args.identities, train_clips=args.train_clips, seed=args.seed)
-    root = Path(args.data or Path(tempfile.gettempdir()) /
-                f"vidpipe_SYNTHETIC_iqiyi_{spec.identities}x{spec.train_clips}_s{spec.seed}")
+def dataset(spec: SyntheticSpec, args: argparse.Namespace) -> tuple[ClipSet, ClipSet]:
+    """The SYNTHETIC set of ``spec`` (generated once under --data-root) as (train, val)."""
+    key = "_".join(f"{f.name}={getattr(spec, f.name)}" for f in dataclasses.fields(spec)
+                   if getattr(spec, f.name) != getattr(SyntheticSpec(), f.name))
+    root = Path(args.data_root) / f"adversarial_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     if not (root / "SYNTHETIC.txt").is_file():
-        log(f"generating the SYNTHETIC iQIYI-format set in {root} …")
+        log(f"generating {spec.identities} identities × {spec.train_clips} training clips ({key or 'defaults'}) in {root} …")
         write_synthetic_iqiyi(root, spec)
-    train_set, val_set = load_iqiyi(root, "train"), load_iqiyi(root, "val")
-    gt = iqiyi_io.read_id_lists(root / "val_gt.txt")
-    faceless = int((~val_set.banks["face"].present).sum())
-    print(f"\n### SYNTHETIC iQIYI-format set ({root})\n")
-    print(f"{spec.identities} identities, {len(train_set)} train / {len(val_set)} val clips "
-          f"({faceless} val clips without a face, {sum(len(v) for v in gt.values())} labelled), "
-          f"{args.epochs} epochs, hidden {args.hidden}, fusion dim {args.fusion_dim}, K=8, N=24, FAMF rates.\n")
-    base = {m: cosine_baseline(train_set, val_set, gt, m) for m in train_set.banks}
-    print("Training-free baseline, average-pooled cosine to identity means (mAP@100): "
-          + ", ".join(f"{m} {v:.4f}" for m, v in base.items()) + "\n")
-    tcfg = bench_train_config(args, args.epochs)
-    pairs = [(a, f) for a in AGGS for f in FUSIONS]
-    if args.configs != "all":
-        from vidpipe.models.config import resolve_arch
-        pairs = [resolve_arch(c) for c in args.configs.split(",")]
-    results: dict[tuple[str, str, str], float] = {}
-    jobs = [(a, f, "multi") for a, f in pairs] + [(a, f, "face") for a, f in FACE_ONLY if (a, f) in pairs]
-    for agg, fus, mods in jobs:
-        data = train_set if mods == "multi" else train_set.select_modalities(["face"])
-        test = val_set if mods == "multi" else val_set.select_modalities(["face"])
-        mcfg = ModelConfig(arch=f"{agg}+{fus}", aggregation=agg, fusion=fus, hidden=args.hidden,
-                           fusion_dim=args.fusion_dim)
-        score, seconds = fit_and_score(data, test, gt, mcfg, tcfg, workdir)
-        results[(agg, fus, mods)] = score
-        log(f"  {agg:>13} + {fus:<6} {mods:>5}: mAP {score:.4f}  ({seconds:.0f} s)")
-    print("| aggregation \\ fusion (face+head+body+audio) | " + " | ".join(FUSIONS) + " |")
-    print("|---|" + "---|" * len(FUSIONS))
-    for agg in AGGS:
-        if any((agg, f, "multi") in results for f in FUSIONS):
-            cells = [f"{results[(agg, f, 'multi')]:.4f}" if (agg, f, "multi") in results else "" for f in FUSIONS]
-            print(f"| {agg} | " + " | ".join(cells) + " |")
-    rows = [(a, f) for a, f in FACE_ONLY if (a, f, "face") in results]
-    if rows:
-        print("\n| model | face only | face+head+body+audio |\n|---|---|---|")
-        print(f"| cosine baseline (no training) | {base['face']:.4f} | – |")
-        for a, f in rows:
-            print(f"| {a} + {f} | {results[(a, f, 'face')]:.4f} | {results[(a, f, 'multi')]:.4f} |")
+    return load_iqiyi(root, "train", progress=True), load_iqiyi(root, "val")
 
 
-# ---------------------------------------------------------------- 2. real embeddings
+def describe(train_set: ClipSet, val: ClipSet) -> str:
+    ids = len({label for label in val.labels if label != "0"})
+    noise = sum(label == "0" for label in val.labels)
+    faceless = int((~val.banks["face"].present).sum())
+    rows = int(train_set.banks["face"].count.sum())
+    return (f"{len(train_set)} training clips ({rows:,} face rows), val {len(val)} clips of {ids} identities plus "
+            f"{noise} distractor clips, {faceless} val clips without a face")
+
+
+# ---------------------------------------------------------------- adversarial table
+
+def generate(args: argparse.Namespace) -> None:
+    """Only make (and convert) the set of --size, e.g. ahead of a long run."""
+    print(describe(*dataset(sized_spec(args.size, seed=args.seed), args)))
+
+
+def adversarial(args: argparse.Namespace) -> None:
+    spec = sized_spec(args.size, seed=args.seed)
+    train_set, val = dataset(spec, args)
+    archs = args.archs.split(",") if args.archs else ARCHS
+    print(f"\n### Adversarial SYNTHETIC set, {args.size}: {describe(train_set, val)}\n")
+    print("| arch | face only: val mAP | all modalities: val mAP | face only: train s (CPU s) | "
+          "all: train s (CPU s) | epochs run / kept (all) |")
+    print("|---|---|---|---|---|---|")
+    for arch in archs:
+        face = fit(train_set, val, arch, ["face"], args)
+        both = fit(train_set, val, arch, ALL, args)
+        log(f"  {arch}: face {face.map:.4f} ({face.wall_s:.0f} s), all {both.map:.4f} ({both.wall_s:.0f} s)")
+        print(f"| {arch} | {face.map:.4f} | {both.map:.4f} | {face.wall_s:.0f} ({face.cpu_s:.0f}) | "
+              f"{both.wall_s:.0f} ({both.cpu_s:.0f}) | {both.epochs} / {both.kept} |", flush=True)
+    for arch in args.paper.split(",") if args.paper else []:
+        paper = fit(train_set, val, arch, ALL, args, recipe="paper")
+        print(f"| {arch}, --recipe paper | – | {paper.map:.4f} | – | {paper.wall_s:.0f} ({paper.cpu_s:.0f}) | "
+              f"{paper.epochs} / {paper.kept} |", flush=True)
+
+
+# ---------------------------------------------------------------- knobs
+
+KNOBS = {
+    "face_noise": [0.0, 1.3, 2.5, 4.0],
+    "body_uniqueness": [0.0, 1.0],
+    "faceless": [0.0, 0.15, 0.4],
+    "audio_mismatch": [0.0, 0.5, 0.9],
+}
+KNOB_MODELS = [("prototype", ["face"]), ("prototype", ALL), ("avg", ALL), ("famf", ["face"]), ("famf", ALL)]
+
+
+def knobs(args: argparse.Namespace) -> None:
+    print("\n### Where each model breaks: one knob of the small set at a time (val mAP@100)\n")
+    print("| knob = value | " + " | ".join(f"{a} ({'face' if m == ['face'] else 'all'})" for a, m in KNOB_MODELS) + " |")
+    print("|---|" + "---|" * len(KNOB_MODELS))
+    for knob, values in KNOBS.items():
+        for value in values:
+            train_set, val = dataset(sized_spec("small", seed=args.seed, **{knob: value}), args)
+            cells = [fit(train_set, val, a, m, args).map for a, m in KNOB_MODELS]
+            print(f"| {knob} = {value} | " + " | ".join(f"{c:.4f}" for c in cells) + " |", flush=True)
+
+
+# ---------------------------------------------------------------- ablation
+
+ABLATION = [
+    ("default recipe", {}, {}),
+    ("no early stopping (60 epochs, last kept)", dict(patience=0), {}),
+    ("no modality dropout", dict(modality_dropout=0.0), {}),
+    ("no weight decay", dict(weight_decay=0.0), {}),
+    ("no dropout", {}, dict(dropout=0.0)),
+    ("no label smoothing", dict(label_smoothing=0.0), {}),
+    ("batch 4096 (one step per epoch)", dict(batch_size=4096), {}),
+    ("no per-modality scaling", dict(normalize=False), {}),
+    ("hidden 4096, fusion dim 512", {}, dict(hidden=4096, fusion_dim=512)),
+    ("frames from the best 32 only", dict(max_frames=32), {}),
+]
+
+
+def _seeded(train_set: ClipSet, val: ClipSet, arch: str, args: argparse.Namespace, **kw) -> str:
+    """mean (min–max) val mAP and mean train seconds over --seeds training seeds."""
+    fits = [fit(train_set, val, arch, ALL, argparse.Namespace(**{**vars(args), "seed": seed}), **kw)
+            for seed in range(args.seeds)]
+    maps = [f.map for f in fits]
+    spread = f" ({min(maps):.3f}–{max(maps):.3f})" if len(maps) > 1 else ""
+    return f"{np.mean(maps):.4f}{spread}, {np.mean([f.wall_s for f in fits]):.0f} s"
+
+
+def ablation(args: argparse.Namespace) -> None:
+    train_set, val = dataset(sized_spec(args.size), args)
+    archs = args.archs.split(",") if args.archs else ["famf", "iqiyi"]
+    print(f"\n### Ablation on the {args.size} set (all modalities; val mAP@100, mean (min–max) over "
+          f"{args.seeds} training seed(s); mean train s)\n")
+    print("| change | " + " | ".join(archs) + " |")
+    print("|---|" + "---|" * len(archs))
+    for name, train_kw, model_kw in ABLATION:
+        cells = [_seeded(train_set, val, a, args, train_overrides=train_kw, model_overrides=model_kw) for a in archs]
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    cells = [_seeded(train_set, val, a, args, recipe="paper") for a in archs]
+    print("| --recipe paper (FAMF §4.3) | " + " | ".join(cells) + " |", flush=True)
+    base = fit(train_set, val, PROTOTYPE, ["face"], args)
+    print(f"| prototype (face), for reference | {base.map:.4f} |" + " |" * (len(archs) - 1))
+
+
+# ---------------------------------------------------------------- real embeddings
 
 def _degrade(crop: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     import cv2
@@ -164,8 +216,9 @@ def _degrade(crop: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
     return out
 
 
-def build_real_store(shared: Path, out: Path, rng: np.random.Generator) -> tuple[Path, dict[str, list[str]]]:
-    """Embed degraded face photos, assemble clips, write a feature store + labels; returns gt."""
+def build_real_store(shared: Path, out: Path, rng: np.random.Generator) -> tuple[Path, dict[str, str]]:
+    """Embed degraded face photos, assemble clips, write a feature store + the training labels;
+    returns the store and every clip's label."""
     import cv2
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -224,7 +277,7 @@ def build_real_store(shared: Path, out: Path, rng: np.random.Generator) -> tuple
         if kind != "clean":
             degraded.setdefault(p, []).append(row)
 
-    clips, labels, gt = [], {}, {}
+    clips, labels = [], {}
     def make_clips(person: str, photo_ids: list[int], n: int, split: str) -> None:
         for _ in range(n):
             k = int(rng.integers(2, 6))
@@ -233,8 +286,6 @@ def build_real_store(shared: Path, out: Path, rng: np.random.Generator) -> tuple
             cid = f"REAL_{split}_{len(clips):05d}"
             clips.append((cid, sorted(set(rows), key=lambda r: -quality[r])))
             labels[cid] = person
-            if split == "test" and person != "0":
-                gt.setdefault(person, []).append(cid)
 
     for person, pids in photo_of.items():
         pids = list(rng.permutation(pids))
@@ -261,7 +312,7 @@ def build_real_store(shared: Path, out: Path, rng: np.random.Generator) -> tuple
     with open(out / "labels.csv", "w") as f:
         f.write("clip_id,identity\n" + "".join(f"{c},{i}\n" for c, i in labels.items() if "_train_" in c))
     log(f"  real: {len(people)} identities, {pid} face photos × {len(kinds)} degradations, {len(clips)} clips")
-    return out, gt
+    return out, labels
 
 
 def real_part(args: argparse.Namespace, workdir: Path) -> None:
@@ -271,177 +322,42 @@ def real_part(args: argparse.Namespace, workdir: Path) -> None:
         return
     rng = np.random.default_rng(args.seed)
     t = time.perf_counter()
-    store, gt = build_real_store(shared, workdir / "real_store", rng)
+    store, labels = build_real_store(shared, workdir / "real_store", rng)
     embed_s = time.perf_counter() - t
-    data = load_store(store, read_labels(store / "labels.csv"))
+    data = load_store(store, labels)
     is_train = np.array(["_train_" in c for c in data.clip_ids])
     train_set, test_set = data.subset(np.flatnonzero(is_train)), data.subset(np.flatnonzero(~is_train))
-    test_set.labels = None
-    base = cosine_baseline(train_set, test_set, gt)
     print("\n### Real embeddings (shared face photos, SCRFD-500M + MobileFaceNet-128, degraded)\n")
-    print(f"{len(gt)} identities, {len(train_set)} train / {len(test_set)} test clips (2–5 frames each, test frames all degraded, "
-          f"distractor clips included), embedding took {embed_s:.0f} s.\n")
-    print("| method | mAP@100 |\n|---|---|")
-    print(f"| average-pooled cosine to identity means | {base:.4f} |")
-    for agg, fus in (("avg", "concat"), ("attentionvlad", "mlma")):
-        mcfg = ModelConfig(aggregation=agg, fusion=fus, hidden=512, fusion_dim=128)
-        tcfg = TrainConfig(epochs=40, decay_start=30, decay_every=5, batch_size=128, frames=8, test_frames=8,
-                           seed=args.seed, device=args.device)
-        score, _ = fit_and_score(train_set, test_set, gt, mcfg, tcfg, workdir)
-        print(f"| fusion model {agg} + {fus} (face only) | {score:.4f} |")
-
-
-# ---------------------------------------------------------------- 3. speed
-
-def peak_gflops(device: torch.device, seconds: float = 1.5) -> float:
-    """Best float32 torch.mm throughput over a few square sizes (GFLOP/s)."""
-    best = 0.0
-    for n in (1024, 2048, 4096):
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-        torch.mm(a, b)
-        reps, t0 = 0, time.perf_counter()
-        while True:
-            t = time.perf_counter()
-            torch.mm(a, b)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-            reps += 1
-            if time.perf_counter() - t0 > seconds / 3 and reps >= 2:
-                break
-    return best
-
-
-def famf_speed_config(identities: int = 1000) -> ModelConfig:
-    return ModelConfig(arch="famf", aggregation="attentionvlad", fusion="mlma", hidden=4096, fusion_dim=512,
-                       modalities=[ModalitySpec("face", 512), ModalitySpec("head", 512), ModalitySpec("body", 512),
-                                   ModalitySpec("audio", 512, per_frame=False)],
-                       classes=[str(i) for i in range(identities + 1)], agg=AggregationConfig(clusters=8))
-
-
-def count_flops(model: torch.nn.Module, feats, present, y=None) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        logits = model(feats, present)
-        if y is not None:
-            torch.nn.functional.cross_entropy(logits.float(), y).backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / len(next(iter(feats.values())))
-
-
-def speed_part(args: argparse.Namespace) -> None:
-    device = select_device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
-    mcfg = famf_speed_config()
-    bs = args.speed_batch
-    rng = np.random.default_rng(0)
-    n_clips = 2 * bs
-    banks = {}
-    for spec in mcfg.modalities:  # pre-tensorised random frames: 32 per clip (audio: 1)
-        per = 32 if spec.per_frame else 1
-        feats = rng.standard_normal((n_clips * per, spec.dim), dtype=np.float32).astype(np.float16)
-        banks[spec.name] = FrameBank.from_rows(np.repeat(np.arange(n_clips), per), feats, n_clips, 32)
-    data = ClipSet([str(i) for i in range(n_clips)], banks, None).to(device)
-    targets = torch.from_numpy(rng.integers(0, mcfg.num_classes, n_clips)).to(device)
-    tcfg = TrainConfig(batch_size=bs, frames=24, device=str(device.type))
-    trainer = Trainer(mcfg, tcfg, device, seed=0)
-    model = trainer.model
-    small = torch.arange(64)
-    f, p = data.batch(small, 24, None, mcfg.modalities)
-    model.eval()
-    with torch.no_grad():
-        infer_flops = count_flops(model, f, p)
-    model.train()
-    train_flops = count_flops(model, f, p, targets[:64])
-    peak_before = peak_gflops(device)
-
-    peaks = [peak_before]
-
-    def timed(fn, reps: int) -> tuple[float, float, float]:
-        """Best of ``reps`` (wall s, data s, CPU cores obtained); a short peak probe runs
-        before each rep, so the peak and the model see the same load from other processes."""
-        best, data_s, cores = float("inf"), 0.0, 0.0
-        for _ in range(reps):
-            peaks.append(peak_gflops(device, seconds=0.6))
-            t, c = time.perf_counter(), time.process_time()
-            d = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            el = time.perf_counter() - t
-            if el < best:
-                best, data_s, cores = el, d, (time.process_time() - c) / el
-        return best, data_s, cores
-
-    def train_step() -> float:
-        return trainer.step(data, targets, torch.arange(bs))[2]
-
-    def infer_step() -> float:
-        model.eval()
-        t = time.perf_counter()
-        f, p = data.batch(torch.arange(bs), 24, None, mcfg.modalities)
-        d = time.perf_counter() - t
-        from vidpipe.models.train import autocast
-        with torch.inference_mode(), autocast(device):
-            model(f, p).float().softmax(1)
-        return d
-
-    train_step()  # warm-up
-    t_train, d_train, c_train = timed(train_step, args.speed_reps)
-    infer_step()
-    t_infer, d_infer, c_infer = timed(infer_step, args.speed_reps)
-    peak = max(peaks)
-    amp = " (bf16 autocast)" if device.type == "cuda" else " (float32)"
-    print(f"\n### Speed: FAMF configuration (AttentionVLAD K=8 + MLMA, N=24, D=512, 1,000 identities, "
-          f"hidden 4096, face+head+body+audio) on {device.type}{amp}, batch {bs}, torch threads "
-          f"{torch.get_num_threads()}\n")
-    print(f"Peak float32 torch.mm, measured in this run: {peak:.1f} GFLOP/s. "
-          f"Model: {infer_flops / 1e6:.1f} MFLOP per clip forward, {train_flops / 1e6:.1f} MFLOP per clip "
-          f"forward+backward (matmul FLOPs, torch FlopCounterMode).\n")
-    print("| phase | clips/s | achieved GFLOP/s | fraction of peak | target | data loading share | CPU cores obtained |")
-    print("|---|---|---|---|---|---|---|")
-    for name, t, d, c, flops, target in (("training", t_train, d_train, c_train, train_flops, 0.35),
-                                         ("inference", t_infer, d_infer, c_infer, infer_flops, 0.50)):
-        achieved = flops * bs / t / 1e9
-        frac = achieved / peak
-        cores = f"{c:.2f} of {torch.get_num_threads()}" if device.type == "cpu" else "–"
-        print(f"| {name} | {bs / t:.0f} | {achieved:.1f} | {100 * frac:.0f}% | ≥{100 * target:.0f}% "
-              f"{'PASS' if frac >= target else 'FAIL'} | {100 * d / t:.1f}% | {cores} |")
-    print(f"\nPeak probes ranged {min(peaks):.0f}–{max(peaks):.0f} GFLOP/s (other processes share these cores); "
-          "the fraction uses the highest.")
+    print(f"{len(set(test_set.labels) - {'0'})} identities, {len(train_set)} train / {len(test_set)} test clips "
+          f"(2–5 frames each, test frames all degraded, distractor clips included), embedding took {embed_s:.0f} s.\n")
+    print("| method | mAP@100 | train s |\n|---|---|---|")
+    for arch in ("prototype", "avg", "famf"):
+        r = fit(train_set, test_set, arch, ["face"], args, dict(frames=8, test_frames=8))
+        print(f"| {arch} (face) | {r.map:.4f} | {r.wall_s:.0f} |")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", help="SYNTHETIC set directory (generated there if missing; default: a temp path)")
-    p.add_argument("--identities", type=int, default=1000)
-    p.add_argument("--train-clips", type=int, default=6, help="synthetic training clips per identity")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--hidden", type=int, default=1024, help="classifier width for the table (FAMF: 4096)")
-    p.add_argument("--fusion-dim", type=int, default=128, help="token width for the table (iQIYI: 512)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--configs", default="all", help="'all' or a comma list of architectures (famf,iqiyi,avg+mma…)")
-    p.add_argument("--speed-batch", type=int, default=2048)
-    p.add_argument("--speed-reps", type=int, default=3)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("part", choices=["generate", "adversarial", "knobs", "ablation", "real"])
+    p.add_argument("--size", choices=["small", "large"], default="small")
+    p.add_argument("--archs", help="comma list (default: every architecture of the table)")
+    p.add_argument("--paper", default="famf,iqiyi", help="archs also trained with --recipe paper ('' = none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=3, help="ablation: training seeds per cell")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--skip-synthetic", action="store_true")
-    p.add_argument("--skip-real", action="store_true")
-    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--data-root", default=str(Path(tempfile.gettempdir()) / "vidpipe_bench_fusion"),
+                   help="where generated SYNTHETIC sets are kept between runs")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="vidpipe_bench_fusion_") as tmp:
-        if not args.skip_speed:
-            log("speed …")
-            speed_part(args)
-        if not args.skip_synthetic:
-            log("synthetic table …")
-            synthetic_part(args, Path(tmp))
-        if not args.skip_real:
-            log("real embeddings …")
+    if args.part == "real":
+        with tempfile.TemporaryDirectory(prefix="vidpipe_bench_real_") as tmp:
             real_part(args, Path(tmp))
-    log(f"done in {time.perf_counter() - t:.0f} s")
+    else:
+        {"generate": generate, "adversarial": adversarial, "knobs": knobs, "ablation": ablation}[args.part](args)
+    log(f"done in {time.perf_counter() - t:.0f} s (torch threads {torch.get_num_threads()})")
 
 
 if __name__ == "__main__":

@@ -47,3 +47,29 @@ def test_clip_accuracy():
     assert clip_accuracy({"a": "1", "b": "2"}, {"a": "1", "b": "1", "c": "2"}) == pytest.approx(1 / 3)
     with pytest.raises(ValueError):
         clip_accuracy({}, {})
+
+
+def test_ap_divides_by_all_ground_truth_clips_even_beyond_100():
+    # 150 positives, the top 100 all correct: the official AP is 100/150, not 1 (min(m, 100) would say 1)
+    positives = [f"p{i}" for i in range(150)]
+    assert average_precision(positives[:100], positives) == pytest.approx(100 / 150)
+    assert mean_average_precision({"1": positives}, {"1": positives}) == pytest.approx(100 / 150)
+
+
+def test_rank_clips_and_scores_map():
+    import numpy as np
+
+    from vidpipe.eval.metrics import rank_clips, scores_map
+
+    scores = np.array([[0.1, 0.9, 0.0], [0.5, 0.2, 0.3], [0.0, 0.6, 0.4], [0.2, 0.1, 0.7]])
+    clips, classes = ["a", "b", "c", "d"], ["0", "x", "y"]
+    lists = rank_clips(scores, clips, classes, top_k=3)
+    assert list(lists) == ["x", "y"]  # no list for the noise class
+    assert [c for c, _ in lists["x"]] == ["a", "c", "b"] and lists["y"][0] == ("d", 0.7)
+    # x: a, c are x → AP 1; y: d is y → AP 1; b is noise
+    assert scores_map(scores, clips, classes, ["x", "0", "x", "y"]) == pytest.approx(1.0)
+    # c labelled y instead: y list d, c (ranks 1, 2) → 1; x list a(1) → 1
+    assert scores_map(scores, clips, classes, ["x", "0", "y", "y"]) == pytest.approx(1.0)
+    # a labelled y, c labelled x: x list a, c, b → c at 2: 1/2; y list d, c, b → d at 1, a cut: (1 + 0) / 2
+    assert scores_map(scores, clips, classes, ["y", "0", "x", "y"], top_k=3) == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert scores_map(scores, clips, classes, ["y", "0", "x", "y"]) == pytest.approx((1 / 2 + (1 + 2 / 4) / 2) / 2)

@@ -114,8 +114,7 @@ def test_iqiyi_files_read_by_the_fusion_reader_and_by_plain_pickle(store, iqiyi)
 
 
 def test_vidpipe_train_runs_on_the_export(iqiyi, tmp_path):
-    if not hasattr(iqiyi_io, "modality_file"):
-        pytest.skip("this build's iQIYI reader predates the release's face_{split}_v2.pickle names (issue #8)")
+    """The export is read by the fusion trainer (the `_v2` face files, float16 features)."""
     result = CliRunner().invoke(main, ["train", "--iqiyi", str(iqiyi.path), "--out", str(tmp_path / "model"),
                                        "--arch", "avg", "--epochs", "2", "--hidden", "32", "--batch-size", "8",
                                        "--device", "cpu", "--quiet"])

@@ -6,7 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from vidpipe.models.data import DataError, FrameBank, frame_positions, load_store, read_labels
+from vidpipe.models import data as data_module
+from vidpipe.models.data import (DataError, FrameBank, build_classes, frame_positions, gather_frames, load_store,
+                                 read_labels, stratified_split)
 
 
 def test_training_sampling_without_repetition_when_enough():
@@ -66,7 +68,10 @@ def make_store(root, dim=8, rng=None):
                                                             pa.list_(pa.float32(), 4))}, root / "audio")
 
 
-def test_load_store(tmp_path):
+@pytest.mark.parametrize("in_memory_bytes", [256 << 20, 0])  # 0: every bank memory-mapped
+def test_load_store(tmp_path, monkeypatch, in_memory_bytes):
+    monkeypatch.setattr(data_module, "_IN_MEMORY_BYTES", in_memory_bytes)
+    monkeypatch.setattr(data_module, "_BATCH_ROWS", 7)  # several streamed batches
     make_store(tmp_path)
     (tmp_path / "labels.csv").write_text("clip_id,identity\nc0,alice\nc1,\nc2,bob\n")
     data = load_store(tmp_path, read_labels(tmp_path / "labels.csv"), max_frames=32)
@@ -76,6 +81,8 @@ def test_load_store(tmp_path):
     face = data.banks["face"]
     assert face.count.tolist() == [3, 32, 0]  # top 32 kept, c2 face-less
     assert face.frames[int(face.start[0]) : int(face.start[0]) + 3, 0].tolist() == [0, 1, 2]  # by rank
+    s1 = int(face.start[1])
+    assert face.frames[s1 : s1 + 32, 0].tolist() == list(range(32))
     assert data.banks["audio"].count.tolist() == [0, 1, 1] and data.banks["audio"].dim == 4
     feats, present = data.batch(torch.arange(3), 5, None, data.specs)
     assert feats["face"].shape == (3, 5, 8) and feats["audio"].shape == (3, 1, 4)
@@ -91,3 +98,38 @@ def test_store_and_labels_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="none of the tables"):
         load_store(tmp_path / "empty")
+
+
+def test_store_keeps_every_face_unless_capped(tmp_path):
+    """Training draws from all of a clip's faces (AttentionVLAD learns to down-weight the poor
+    ones); the cap is an option."""
+    make_store(tmp_path)
+    assert load_store(tmp_path).banks["face"].count.tolist() == [3, 40, 0]
+    assert load_store(tmp_path, max_frames=32).banks["face"].count.tolist() == [3, 32, 0]
+
+
+def test_training_draws_frames_beyond_the_best_32():
+    bank = FrameBank.from_rows(np.zeros(40, np.int64), np.arange(40, dtype=np.float16)[:, None], 1, 10**6)
+    g = torch.Generator().manual_seed(0)
+    drawn = torch.cat([gather_frames(bank, torch.tensor([0]), 24, g)[0, :, 0] for _ in range(20)])
+    assert drawn.max() >= 32 and len(set(drawn.tolist())) == 40  # every face gets drawn
+    capped = torch.cat([gather_frames(bank, torch.tensor([0]), 24, g, max_frames=32)[0, :, 0] for _ in range(20)])
+    assert capped.max() == 31
+    best = gather_frames(bank, torch.tensor([0]), 32, None)[0, :, 0]  # prediction: the 32 best
+    assert best.tolist() == list(range(32))
+
+
+def test_stratified_split_holds_out_every_identity():
+    labels = ["a"] * 15 + ["b"] * 7 + ["c"] * 2 + ["0"] * 20
+    train, val = stratified_split(labels, 0.15, seed=0)
+    held = [labels[i] for i in val]
+    assert sorted(set(held)) == ["0", "a", "b"]  # c has too few clips to spare one
+    assert held.count("a") == 2 and held.count("b") == 1 and held.count("0") == 3
+    assert sorted(np.concatenate([train, val])) == list(range(len(labels)))
+    again = stratified_split(labels, 0.15, seed=0)
+    assert np.array_equal(again[1], val) and not np.array_equal(stratified_split(labels, 0.15, seed=1)[1], val)
+
+
+def test_classes_put_noise_first_and_numbers_in_order():
+    assert build_classes(["10", "2", "0", None, "2"]) == ["0", "2", "10"]
+    assert build_classes(["bob", "alice", "0"]) == ["0", "alice", "bob"]

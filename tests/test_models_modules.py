@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from vidpipe.models.aggregation import AGGREGATORS, build_aggregator
-from vidpipe.models.config import AggregationConfig, FusionConfig, ModalitySpec, ModelConfig, resolve_arch
+from vidpipe.models.classifier import MLPClassifier
+from vidpipe.models.config import AggregationConfig, FusionConfig, ModalitySpec, ModelConfig
 from vidpipe.models.fusion import FUSIONS, build_fusion
-from vidpipe.models.net import FusionNet
+from vidpipe.models.net import FusionNet, resolve_arch
 
 torch.manual_seed(0)
 
@@ -70,6 +71,48 @@ def test_nextvlad_shapes_and_groups():
         build_aggregator("nextvlad", 5, AggregationConfig(nextvlad_groups=4, nextvlad_expansion=1))
 
 
+def test_nextvlad_matches_its_equation_with_the_group_gate():
+    """V(k) = Σ_i Σ_g σ(w_g·ẋ_i) α_gk(ẋ_i) (ẋ_ig − c_k), ẋ = expanded x split into G groups."""
+    g, k, lam, d = 2, 3, 2, 4
+    agg = build_aggregator("nextvlad", d, AggregationConfig(clusters=k, nextvlad_expansion=lam,
+                                                            nextvlad_groups=g)).eval()
+    with torch.no_grad():
+        agg.group_attention.weight.mul_(4)
+        agg.group_attention.bias.uniform_(-2, 2)
+        agg.assignment_bn.running_mean.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 5, d)
+    with torch.no_grad():
+        out = agg(x)
+        xe = agg.expand(x)  # (B, N, λD)
+        gate = torch.sigmoid(agg.group_attention(xe))  # (B, N, G)
+        alpha = torch.softmax(agg.assignment_bn(agg.assignment(xe).reshape(-1, g * k)).reshape(2, 5, g, k), -1)
+        parts = xe.reshape(2, 5, g, lam * d // g)
+        expected = torch.zeros(2, k, lam * d // g)
+        for b in range(2):
+            for kk in range(k):
+                for i in range(5):
+                    for gg in range(g):
+                        expected[b, kk] += gate[b, i, gg] * alpha[b, i, gg, kk] * (parts[b, i, gg] - agg.centers[kk])
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert gate.std() > 0.1 and gate.max() < 0.99  # dropping the gate (≡ 1) would show
+
+
+def test_classifier_has_batchnorm_after_both_hidden_layers():
+    """FAMF §4.3: FC → BN → FC → BN → FC; the default recipe adds dropout after each block."""
+    kinds = [type(m).__name__ for m in MLPClassifier(6, 8, 3)]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    kinds = [type(m).__name__ for m in MLPClassifier(6, 8, 3, dropout=0.5)]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
+    # and in training each hidden layer comes out normalised over the batch
+    clf = MLPClassifier(6, 8, 3).train()
+    seen = []
+    for i in (1, 4):
+        clf[i].register_forward_hook(lambda m, inp, out: seen.append(out.detach().clone()))  # before the in-place ReLU
+    clf(torch.randn(64, 6) * 5 + 3)
+    for h in seen:
+        torch.testing.assert_close(h.mean(0), torch.zeros(8), atol=1e-4, rtol=0)
+
+
 def test_average_pooling_and_registry():
     x = torch.randn(2, 3, 4)
     torch.testing.assert_close(build_aggregator("avg", 4)(x), x.mean(1, keepdim=True))
@@ -108,6 +151,29 @@ def test_mma_mask_excludes_missing_modality():
     torch.testing.assert_close(y.sum(0), torch.ones(m))
 
 
+@pytest.mark.parametrize("name, over", [("mma", "input"), ("mlma", "output"), ("mlma", "input")])
+def test_fusion_honours_the_mask(name, over):
+    """An absent token counts as zero whatever it holds, and no output draws from it."""
+    m, d = 4, 6
+    fusion = build_fusion(name, m, d, FusionConfig(mma_dim=3, mlma_dims=(5, 3), mlma_softmax_over=over))
+    mask = torch.tensor([[True, False, True, True]])
+    x = torch.randn(1, m, d)
+    zeroed, garbage = x.clone(), x.clone()
+    zeroed[0, 1] = 0
+    garbage[0, 1] = 50 * torch.randn(d)
+    with torch.no_grad():
+        out = fusion(zeroed, mask)
+        torch.testing.assert_close(fusion(garbage, mask), out)
+        weights = fusion.attention(garbage, mask)[0]  # [j, i]: weight of input j in output i
+        torch.testing.assert_close(weights, fusion.attention(zeroed, mask)[0])
+    assert torch.all(weights[1] == 0)  # the absent input gives nothing
+    present = [0, 2, 3]
+    if name == "mma" or over == "input":  # each output is a mix of the present inputs only
+        torch.testing.assert_close(weights[present].sum(0), torch.ones(m))
+    else:  # eq. 5 as printed: each present input spreads a unit of weight over the outputs
+        torch.testing.assert_close(weights[present].sum(1), torch.ones(3))
+
+
 @pytest.mark.parametrize("over", ["output", "input"])
 def test_mlma_matches_famf_equations(over):
     """Z = (W_F1 W_F2 X)ᵀ(W_F1 W_F2 X); Y_i = Σ_j X_j exp Z_ji / Σ_i exp Z_ji (eq. 5 as printed)."""
@@ -134,6 +200,12 @@ def test_mlma_matches_famf_equations(over):
 
 
 def test_resolve_arch():
+    import subprocess
+    import sys
+
+    # config.py is plain data: importing it pulls in no model code (no import cycle)
+    code = "import sys, vidpipe.models.config; print(any(m.endswith(('aggregation', 'fusion', 'net')) for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
     assert resolve_arch("iqiyi") == ("netvlad", "mma")
     assert resolve_arch("famf") == ("attentionvlad", "mlma")
     assert resolve_arch("GhostVLAD+MLMA") == ("ghostvlad", "mlma")

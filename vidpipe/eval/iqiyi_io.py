@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import io
 import pickle
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vidpipe.eval.metrics import NOISE_ID
+
 MODALITIES = ("face", "head", "body", "audio")
-NOISE_ID = "0"
 
 
 class IqiyiFormatError(ValueError):
@@ -50,15 +51,18 @@ _ALLOWED_GLOBALS = frozenset(
 )
 
 
+def _restricted_find_class(unpickler: pickle.Unpickler | pickle._Unpickler, module: str, name: str) -> Any:
+    if (module, name) in _ALLOWED_GLOBALS:
+        if module.startswith("numpy.core"):  # numpy 2 keeps these under numpy._core
+            module = module.replace("numpy.core", "numpy._core", 1)
+        return type(unpickler).__mro__[1].find_class(unpickler, module, name)
+    raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a pickle")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that only resolves the globals listed in ``_ALLOWED_GLOBALS``."""
 
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
-            if module.startswith("numpy.core"):  # numpy 2 keeps these under numpy._core
-                module = module.replace("numpy.core", "numpy._core", 1)
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a pickle")
+    find_class = _restricted_find_class
 
 
 def safe_load_pickle(source: str | Path | bytes) -> Any:
@@ -72,6 +76,160 @@ def safe_load_pickle(source: str | Path | bytes) -> Any:
         raise IqiyiFormatError(f"{source if not isinstance(source, bytes) else 'pickle'}: {e}") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
         raise IqiyiFormatError(f"{source}: not a readable pickle ({type(e).__name__}: {e})") from None
+
+
+class PickleBackReference(IqiyiFormatError):
+    """The pickle referred back to an object that streaming had already let go of."""
+
+
+# What the streaming unpickler forgets once a video is handed over, from the most forgetful:
+# every container, array and string of more than 2 characters; then only lists, dicts, arrays
+# and strings of more than 64 bytes and tuples holding any of those; then nothing.
+FORGET_LEVELS = (0, 1, 2)
+
+
+def _droppable(obj: Any, level: int) -> bool:
+    if level >= 2:
+        return False
+    if isinstance(obj, (list, dict, set)):
+        return True
+    if isinstance(obj, np.ndarray):
+        return level == 0 or obj.nbytes > 64
+    if isinstance(obj, (str, bytes)):
+        return len(obj) > (2 if level == 0 else 64)
+    if isinstance(obj, tuple):
+        return level == 0 or any(_droppable(x, level) for x in obj)
+    return False
+
+
+class _StreamingUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler, restricted like :class:`RestrictedUnpickler`, that hands each
+    item of the top-level dict to ``on_item`` instead of storing it, and forgets the memo
+    entries of what it handed over (as ``level`` of :data:`FORGET_LEVELS` says). Memory then
+    stays bounded by one batch of videos (1,000 per SETITEMS in protocol 2) plus the small
+    shared objects a pickle may refer back to (classes, dtypes). A pickle that refers back to
+    a forgotten object raises :class:`PickleBackReference`."""
+
+    dispatch = pickle._Unpickler.dispatch.copy()
+    find_class = _restricted_find_class
+
+    def __init__(self, file: Any, on_item: Callable[[Any, Any], None], level: int = 0) -> None:
+        super().__init__(file, encoding="latin1")
+        self.on_item, self.level = on_item, level
+        self.top: dict | None = None
+        self.recent: list[int] = []
+        self.next_memo = 0
+
+    def _top_created(self) -> None:
+        if self.top is None and len(self.stack) == 1 and not self.metastack:
+            self.top = self.stack[0]
+
+    def load_empty_dictionary(self) -> None:
+        super().load_empty_dictionary()
+        self._top_created()
+
+    def load_dict(self) -> None:
+        super().load_dict()
+        self._top_created()
+
+    def _set_items(self, d: dict, pairs: list) -> None:
+        if d is not self.top:
+            for i in range(0, len(pairs), 2):
+                d[pairs[i]] = pairs[i + 1]
+            return
+        for i in range(0, len(pairs), 2):
+            self.on_item(pairs[i], pairs[i + 1])
+        for i in self.recent:
+            if _droppable(self.memo.get(i), self.level):
+                del self.memo[i]
+        self.recent.clear()
+
+    def load_setitem(self) -> None:
+        value, key = self.stack.pop(), self.stack.pop()
+        self._set_items(self.stack[-1], [key, value])
+
+    def load_setitems(self) -> None:
+        pairs = self.pop_mark()
+        self._set_items(self.stack[-1], pairs)
+
+    def _memo_put(self, i: int) -> None:
+        self.memo[i] = self.stack[-1]
+        self.recent.append(i)
+        self.next_memo = max(self.next_memo, i + 1)
+
+    def load_put(self) -> None:
+        self._memo_put(int(self.readline()[:-1]))
+
+    def load_binput(self) -> None:
+        self._memo_put(self.read(1)[0])
+
+    def load_long_binput(self) -> None:
+        self._memo_put(int.from_bytes(self.read(4), "little"))
+
+    def load_memoize(self) -> None:  # protocol 4 numbers entries by count, not by len(memo)
+        self._memo_put(self.next_memo)
+
+    def _memo_get(self, i: int) -> None:
+        if i not in self.memo:
+            if i < self.next_memo:
+                raise PickleBackReference(f"refers back to object {i} of an earlier video")
+            raise pickle.UnpicklingError(f"memo value not found at index {i}")
+        self.append(self.memo[i])
+
+    def load_get(self) -> None:
+        self._memo_get(int(self.readline()[:-1]))
+
+    def load_binget(self) -> None:
+        self._memo_get(self.read(1)[0])
+
+    def load_long_binget(self) -> None:
+        self._memo_get(int.from_bytes(self.read(4), "little"))
+
+    for _op, _fn in ((pickle.EMPTY_DICT, load_empty_dictionary), (pickle.DICT, load_dict),
+                     (pickle.SETITEM, load_setitem), (pickle.SETITEMS, load_setitems),
+                     (pickle.PUT, load_put), (pickle.BINPUT, load_binput), (pickle.LONG_BINPUT, load_long_binput),
+                     (pickle.MEMOIZE, load_memoize), (pickle.GET, load_get), (pickle.BINGET, load_binget),
+                     (pickle.LONG_BINGET, load_long_binget)):
+        dispatch[_op[0]] = _fn
+    del _op, _fn
+
+
+def stream_modality_pickle(path: str | Path, modality: str, on_video: Callable[[str, "VideoFeatures"], None],
+                           on_progress: Callable[[int], None] | None = None, level: int = 0) -> int:
+    """Parse a release pickle video by video in bounded memory: ``on_video(clip_id, features)``
+    for each video (frames best first), ``on_progress(bytes_read)`` now and then; returns the
+    number of videos. What a video was made of is forgotten once it is handed over (``level``
+    of :data:`FORGET_LEVELS`); a pickle that refers back to a forgotten object raises
+    :class:`PickleBackReference`: retry at the next level."""
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
+    path = Path(path)
+    count = 0
+    with open(path, "rb", buffering=1 << 20) as f:
+
+        def on_item(name: Any, entry: Any) -> None:
+            nonlocal count
+            try:
+                on_video(clip_name(name), _parse_entry(modality, entry))
+            except (TypeError, ValueError) as e:
+                raise IqiyiFormatError(f"{path}: video {clip_name(name)}: {e}") from None
+            count += 1
+            if on_progress is not None and count % 256 == 0:
+                on_progress(f.tell())
+
+        try:
+            top = _StreamingUnpickler(f, on_item, level).load()
+        except IqiyiFormatError as e:
+            raise type(e)(f"{path}: {e}" if not str(e).startswith(str(path)) else str(e)) from None
+        except pickle.UnpicklingError as e:
+            raise IqiyiFormatError(f"{path}: {e}") from None
+        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+            raise IqiyiFormatError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
+        if not isinstance(top, Mapping):
+            raise IqiyiFormatError(f"{path}: expected a dict keyed by video name, got {type(top).__name__}")
+        if on_progress is not None:
+            on_progress(f.tell())
+    return count
 
 
 def clip_name(name: str | bytes) -> str:
@@ -129,6 +287,24 @@ def read_modality_pickle(path: str | Path, modality: str) -> dict[str, VideoFeat
     return out
 
 
+def modality_files(root: str | Path, modality: str, split: str) -> list[Path]:
+    """Candidate release files of one modality and split, preferred first.
+
+    The 2019 release names its face files ``face_train_v2.pickle`` / ``face_val_v2.pickle``
+    (the test split appears as ``face_test.pickle`` or ``face_test_v2.pickle``); head, body
+    and audio are ``{modality}_{split}.pickle``.
+    """
+    root = Path(root)
+    if modality == "face":
+        return [root / f"face_{split}_v2.pickle", root / f"face_{split}.pickle"]
+    return [root / f"{modality}_{split}.pickle"]
+
+
+def modality_file(root: str | Path, modality: str, split: str) -> Path | None:
+    """The file to read for one modality and split (the ``_v2`` face file when both exist)."""
+    return next((p for p in modality_files(root, modality, split) if p.is_file()), None)
+
+
 def _lines(path: str | Path) -> list[list[str]]:
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -158,6 +334,25 @@ def read_id_lists(path: str | Path) -> dict[str, list[str]]:
             raise IqiyiFormatError(f"{path}:{lineno}: identity {identity} listed twice")
         out[identity] = clips
     return out
+
+
+def lenient_notes(submission: str | Path, truth: Mapping[str, Sequence[str]], top_k: int = 100) -> list[str]:
+    """What the default (lenient) evaluation let pass that the official script would not."""
+    text = Path(submission).read_text(encoding="utf-8")
+    raw = [line for line in text.splitlines() if line.strip()]
+    rows = [line.split() for line in raw]
+    notes = []
+    bare = sum(not t.endswith(".mp4") for terms in rows for t in terms[1:])
+    if bare:
+        notes.append(f"{bare} clip name(s) without .mp4 were matched")
+    long = sum(len(dict.fromkeys(terms[1:])) > top_k for terms in rows)
+    if long:
+        notes.append(f"{long} list(s) longer than {top_k} were cut to {top_k}")
+    if len(rows) > len(truth):
+        notes.append(f"{len(rows)} lines for {len(truth)} ground-truth identities")
+    if any(" ".join(terms) != line.strip() for terms, line in zip(rows, raw)):
+        notes.append("lines were split on any whitespace, not single spaces")
+    return notes
 
 
 def id_lists_to_labels(lists: Mapping[str, Sequence[str]]) -> dict[str, str]:

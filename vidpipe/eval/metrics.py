@@ -17,7 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 TOP_K = 100
+NOISE_ID = "0"  # iQIYI-VID-2019: the label of distractor clips
 
 
 def _dedupe(items: Iterable[str]) -> list[str]:
@@ -92,3 +95,34 @@ def clip_accuracy(predicted: Mapping[str, str], truth: Mapping[str, str]) -> flo
     if not truth:
         raise ValueError("no labelled clip to score")
     return sum(predicted.get(clip) == identity for clip, identity in truth.items()) / len(truth)
+
+
+def rank_clips(
+    scores: np.ndarray, clip_ids: Sequence[str], classes: Sequence[str], top_k: int = TOP_K,
+    skip: Iterable[str] = (NOISE_ID,),
+) -> dict[str, list[tuple[str, float]]]:
+    """Per class (the noise class skipped): the ``top_k`` clips ranked by that class's score
+    column, best first, with their scores. ``scores`` is (clips, classes)."""
+    skip = set(skip)
+    k = min(top_k, scores.shape[0])
+    out: dict[str, list[tuple[str, float]]] = {}
+    for c, identity in enumerate(classes):
+        if identity in skip:
+            continue
+        col = scores[:, c]
+        top = np.argpartition(-col, k - 1)[:k] if k < len(col) else np.arange(len(col))
+        top = top[np.lexsort((top, -col[top]))]  # by score, ties by clip order
+        out[identity] = [(clip_ids[i], float(col[i])) for i in top]
+    return out
+
+
+def scores_map(scores: np.ndarray, clip_ids: Sequence[str], classes: Sequence[str],
+               labels: Sequence[str | None], top_k: int = TOP_K) -> float:
+    """mAP@top_k of a (clips, classes) score matrix against the clips' own labels (noise and
+    unlabelled clips are distractors)."""
+    truth: dict[str, list[str]] = {}
+    for clip, label in zip(clip_ids, labels):
+        if label is not None and label != NOISE_ID:
+            truth.setdefault(label, []).append(clip)
+    lists = rank_clips(scores, clip_ids, classes, top_k)
+    return evaluate_retrieval({k: [c for c, _ in v] for k, v in lists.items()}, truth, top_k).map

@@ -1,11 +1,14 @@
-"""Typed configs of the fusion model and its training; the papers' numbers are the defaults.
+"""Typed configs of the fusion model and its training, and the named recipes.
 
-A checkpoint stores both as plain dicts, so a model directory is self-describing.
+Plain data only: this module imports no model code, so the aggregation and fusion modules
+can import their configs from here without a cycle (names are checked in ``net.py``).
+A checkpoint stores both configs as plain dicts, so a model directory is self-describing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,24 +22,7 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "nextvlad": ("nextvlad", "concat"),
     "avg": ("avg", "concat"),  # iQIYI Table 3 "basic": average pooling, no MMA
 }
-
-
-def resolve_arch(name: str) -> tuple[str, str]:
-    """``famf`` → (attentionvlad, mlma); ``netvlad+mlma`` → (netvlad, mlma)."""
-    from vidpipe.models.aggregation import AGGREGATORS
-    from vidpipe.models.fusion import FUSIONS
-
-    key = name.strip().lower()
-    if key in ARCHITECTURES:
-        return ARCHITECTURES[key]
-    if "+" in key:
-        agg, fus = (part.strip() for part in key.split("+", 1))
-        if agg in AGGREGATORS and fus in FUSIONS:
-            return agg, fus
-    raise ValueError(
-        f"unknown architecture {name!r}: use one of {', '.join(ARCHITECTURES)} or AGG+FUSION with "
-        f"AGG in {{{', '.join(AGGREGATORS)}}} and FUSION in {{{', '.join(FUSIONS)}}}"
-    )
+PROTOTYPE = "prototype"  # no network: each identity is the mean of its clips (see prototype.py)
 
 
 @dataclass
@@ -58,11 +44,13 @@ class FusionConfig:
 
 @dataclass
 class ModalitySpec:
-    """One input modality: its feature width and whether it is per frame or per clip."""
+    """One input modality: its feature width, whether it is per frame or per clip, and the
+    scale that brings its typical feature norm to 1 (measured on the training clips)."""
 
     name: str
     dim: int
     per_frame: bool = True
+    scale: float = 1.0
 
 
 @dataclass
@@ -72,8 +60,9 @@ class ModelConfig:
     fusion: str = "mlma"
     other_aggregation: str = "avg"  # head/body: both papers aggregate only faces with VLAD
     modalities: list[ModalitySpec] = field(default_factory=list)
-    fusion_dim: int = 512  # iQIYI D: every modality token is mapped to this width
-    hidden: int = 4096  # FAMF classifier width
+    fusion_dim: int = 256  # every modality token is mapped to this width (iQIYI D: 512)
+    hidden: int = 1024  # classifier width (FAMF: 4096)
+    dropout: float = 0.5  # after each hidden layer (FAMF: none)
     bn_momentum: float = 0.1
     classes: list[str] = field(default_factory=list)  # classes[0] is the noise class "0"
     agg: AggregationConfig = field(default_factory=AggregationConfig)
@@ -100,14 +89,23 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 70  # FAMF: 50 epochs at the initial rates, then ÷10 every 10 epochs
-    decay_start: int = 50
-    decay_every: int = 10
-    lr_aggregation: float = 0.04  # FAMF: AttentionVLAD's rate
-    lr_rest: float = 0.004  # FAMF: every other parameter
-    batch_size: int = 4096  # FAMF; halved automatically on CUDA out-of-memory
-    frames: int = 24  # FAMF N at training time
-    test_frames: int = 32  # N at prediction time (iQIYI keeps the top 32 faces)
+    recipe: str = "default"
+    epochs: int = 60  # at most; early stopping usually ends sooner
+    schedule: str = "cosine"  # "cosine" (to 0 over ``epochs``) or "step" (FAMF)
+    decay_start: int = 50  # step: rates ÷10 after this many epochs …
+    decay_every: int = 10  # … and again every this many
+    lr: float = 1e-3  # every parameter but the face aggregator's
+    lr_aggregation: float | None = None  # the face aggregator's; None = ``lr``
+    weight_decay: float = 0.05  # AdamW, decoupled
+    label_smoothing: float = 0.1
+    modality_dropout: float = 0.3  # chance that a present modality is hidden from a training clip
+    normalize: bool = True  # scale each modality to a typical norm of 1 (measured on the training clips)
+    batch_size: int = 0  # 0 = about 16 optimiser steps per epoch, between 32 and 512
+    frames: int = 24  # FAMF N at training time, drawn from all of a clip's frames …
+    max_frames: int | None = None  # … or from its ``max_frames`` best only
+    test_frames: int = 32  # N at prediction time: the best frames (iQIYI keeps the top 32 faces)
+    val_fraction: float = 0.15  # stratified hold-out: early stopping and the printed comparison
+    patience: int = 25  # epochs without a better val mAP before stopping; 0 = never stop early
     seed: int = 0
     drop_noise: bool = False  # FAMF removed the noise clips from training; iQIYI keeps class 0
     ensemble: int = 1  # iQIYI §6.4: models on different partitions, probabilities summed
@@ -122,7 +120,47 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def lr_factor(self, epoch: int) -> float:
-        """Multiplier of the initial rates at ``epoch`` (0-based)."""
+        """Multiplier of the initial rates during ``epoch`` (0-based)."""
+        if self.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs))
         if epoch < self.decay_start:
             return 1.0
         return 0.1 ** (1 + (epoch - self.decay_start) // max(1, self.decay_every))
+
+    def batch_for(self, clips: int) -> int:
+        """The batch size for ``clips`` training clips."""
+        if self.batch_size:
+            return self.batch_size
+        return int(min(512, max(32, 2 ** round(math.log2(max(clips / 16, 1))))))
+
+
+# Recipes: named defaults for (model, training). Explicit options override them.
+RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # Ours: generalises from a few hundred clips (issue 8; ablation in benchmarks/README.md).
+    "default": ({}, {}),  # the dataclasses' defaults
+    # FAMF §4.3: Adam, lr 0.004 and 0.04 for AttentionVLAD, ÷10 every 10 epochs after 50,
+    # batch 4096, hidden 4096, no dropout; nothing held out, the last epoch is kept.
+    "paper": (
+        dict(hidden=4096, fusion_dim=512, dropout=0.0),
+        dict(epochs=70, schedule="step", decay_start=50, decay_every=10, lr=0.004, weight_decay=0.0,
+             label_smoothing=0.0, modality_dropout=0.0, normalize=False, batch_size=4096, patience=0),
+    ),
+}
+PAPER_ATTENTIONVLAD_LR = 0.04  # FAMF §4.3: the rate of AttentionVLAD only
+
+
+def recipe_configs(recipe: str, aggregation: str, model: dict[str, Any] | None = None,
+                   train: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword arguments of (ModelConfig, TrainConfig) for ``recipe``; explicit ``model`` and
+    ``train`` values (None = not given) override the recipe's."""
+    try:
+        model_defaults, train_defaults = RECIPES[recipe]
+    except KeyError:
+        raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}") from None
+    train_kw = {"recipe": recipe, **train_defaults}
+    if recipe == "paper" and aggregation == "attentionvlad":
+        train_kw["lr_aggregation"] = PAPER_ATTENTIONVLAD_LR
+    model_kw = dict(model_defaults)
+    model_kw.update({k: v for k, v in (model or {}).items() if v is not None})
+    train_kw.update({k: v for k, v in (train or {}).items() if v is not None})
+    return model_kw, train_kw

@@ -1,34 +1,64 @@
 """Clip datasets for the fusion model, held as pre-built tensors so that loading never waits.
 
 Every modality is a :class:`FrameBank`: all frames of all clips in one (F, D) float16 tensor,
-best quality first within a clip, capped at ``max_frames`` (iQIYI keeps the top 32 faces),
-with per-clip ``start``/``count``. A batch is then a couple of index ops, not a Python loop
-per clip. Audio is a bank with at most one "frame" per clip.
+best quality first within a clip, with per-clip ``start``/``count``. Training draws its N
+frames from all of a clip's frames (``max_frames`` caps them, e.g. at iQIYI's 32 best);
+prediction takes the best. A batch is a couple of index ops, not a Python loop per clip.
+Audio is a bank with at most one "frame" per clip.
 
-Sources: the official iQIYI-VID-2019 files (:func:`load_iqiyi`) and the vidpipe feature store
-(:func:`load_store`) plus a labels CSV (:func:`read_labels`).
+Sources: the vidpipe feature store (:func:`load_store`, read in streamed batches, large
+banks memory-mapped) plus a labels CSV (:func:`read_labels`), and the official
+iQIYI-VID-2019 files (:func:`load_iqiyi`), converted once into a store.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from vidpipe.eval import iqiyi_io
 from vidpipe.models.config import ModalitySpec
+from vidpipe.store import iter_batches
 
 MODALITIES = ("face", "head", "body", "audio")  # face first: it gets the architecture's aggregator
 STORE_TABLES = {"face": "faces", "head": "heads", "body": "bodies", "audio": "audio"}
 NOISE = iqiyi_io.NOISE_ID
+_BATCH_ROWS = 16_384  # rows per streamed Parquet batch
+_IN_MEMORY_BYTES = 256 << 20  # larger banks are memory-mapped
 
 
 class DataError(ValueError):
     """Input data that cannot be used (missing files, wrong shapes, bad labels)."""
+
+
+def build_classes(labels: Sequence[str | None]) -> list[str]:
+    """["0", identities…]: noise first, then numeric identities in numeric order, then names."""
+    ids = {label for label in labels if label is not None and label != NOISE}
+    return [NOISE, *sorted(ids, key=lambda s: (0, int(s), s) if s.isdigit() else (1, 0, s))]
+
+
+def stratified_split(labels: Sequence[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices: ``fraction`` of each label's clips held out, rounded, and
+    none from a label with fewer than 3 clips (it needs two to learn from)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels, dtype=object)
+    held = []
+    for label in sorted(set(labels)):
+        idx = np.flatnonzero(labels == label)
+        k = min(int(round(fraction * len(idx))), len(idx) - 2) if len(idx) >= 3 else 0
+        if fraction > 0 and len(idx) >= 3:
+            k = max(k, 1)
+        held.append(rng.permutation(idx)[:k])
+    val = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    return np.setdiff1d(np.arange(len(labels)), val), val
 
 
 @dataclass
@@ -94,10 +124,14 @@ def frame_positions(count: torch.Tensor, n: int, generator: torch.Generator | No
     return torch.where(j < c, perm, extra)
 
 
-def gather_frames(bank: FrameBank, idx: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
-    """(B, n, D) float32 frames of clips ``idx``; zeros for clips without this modality."""
+def gather_frames(bank: FrameBank, idx: torch.Tensor, n: int, generator: torch.Generator | None,
+                  max_frames: int | None = None) -> torch.Tensor:
+    """(B, n, D) float32 frames of clips ``idx``, drawn from each clip's ``max_frames`` best
+    (None = all); zeros for clips without this modality."""
     idx_cpu = idx.cpu()
     count = bank.count[idx_cpu]
+    if max_frames is not None:
+        count = count.clamp(max=max_frames)
     pos = frame_positions(count, n, generator)
     rows = (bank.start[idx_cpu].unsqueeze(1) + pos).clamp(max=max(len(bank.frames) - 1, 0))
     device = bank.frames.device
@@ -149,8 +183,10 @@ class ClipSet:
         frames: int,
         generator: torch.Generator | None = None,
         specs: Sequence[ModalitySpec] | None = None,
+        max_frames: int | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Features and presence of clips ``idx`` for the model's modalities (``specs``).
+        """Features and presence of clips ``idx`` for the model's modalities (``specs``),
+        ``frames`` per clip drawn from its ``max_frames`` best (None = all).
 
         A modality the model knows but this set lacks is absent for every clip.
         """
@@ -165,56 +201,9 @@ class ClipSet:
                 continue
             if bank.dim != spec.dim:
                 raise DataError(f"{spec.name} features are {bank.dim}-d but the model expects {spec.dim}-d")
-            feats[spec.name] = gather_frames(bank, idx, n, generator)
+            feats[spec.name] = gather_frames(bank, idx, n, generator, max_frames)
             present[spec.name] = bank.present[idx.cpu()].to(bank.frames.device)
         return feats, present
-
-
-def _bank_from_videos(videos: Mapping[str, iqiyi_io.VideoFeatures], index: Mapping[str, int],
-                      max_frames: int, what: str) -> FrameBank:
-    dims = {v.feats.shape[1] for v in videos.values() if len(v.feats)}
-    if len(dims) > 1:
-        raise DataError(f"{what}: features of different widths {sorted(dims)}")
-    dim = dims.pop() if dims else 0
-    if dim == 0:
-        raise DataError(f"{what}: no features at all")
-    parts = [(index[name], v.feats) for name, v in videos.items() if len(v.feats) and name in index]
-    clip_index = np.concatenate([np.full(len(f), i, np.int64) for i, f in parts]) if parts else np.zeros(0, np.int64)
-    feats = np.concatenate([f for _, f in parts]) if parts else np.zeros((0, dim), np.float16)
-    return FrameBank.from_rows(clip_index, feats, len(index), max_frames)
-
-
-def load_iqiyi(
-    root: str | Path,
-    split: str,
-    modalities: Sequence[str] | None = None,
-    max_frames: int = 32,
-) -> ClipSet:
-    """``face_{split}.pickle`` (+ head/body/audio when present) and ``{split}_gt.txt``.
-
-    Clips are the union of the videos in the loaded pickles; a video missing from the gt file
-    is labelled noise "0" (the iQIYI-VID-2019 convention); no gt file → unlabelled.
-    """
-    root = Path(root)
-    wanted = list(modalities or MODALITIES)
-    if not (root / f"face_{split}.pickle").is_file() and "face" in wanted:
-        raise DataError(f"{root / f'face_{split}.pickle'} not found (an iQIYI-VID-2019 directory holds it)")
-    videos: dict[str, dict[str, iqiyi_io.VideoFeatures]] = {}
-    for m in MODALITIES:
-        path = root / f"{m}_{split}.pickle"
-        if m in wanted and path.is_file():
-            videos[m] = iqiyi_io.read_modality_pickle(path, m)
-        elif modalities is not None and m in wanted:
-            raise DataError(f"{path} not found")
-    names = sorted(set().union(*(v.keys() for v in videos.values())))
-    index = {n: i for i, n in enumerate(names)}
-    banks = {m: _bank_from_videos(v, index, max_frames, f"{m}_{split}.pickle") for m, v in videos.items()}
-    labels = None
-    gt_path = root / f"{split}_gt.txt"
-    if gt_path.is_file():
-        gt = iqiyi_io.read_gt(gt_path)
-        labels = [gt.get(n, NOISE) for n in names]
-    return ClipSet(names, banks, labels)
 
 
 def read_labels(path: str | Path) -> dict[str, str]:
@@ -234,83 +223,165 @@ def read_labels(path: str | Path) -> dict[str, str]:
         raise DataError(f"cannot read labels file {path}: {e.strerror}") from None
 
 
-def _read_table(path: Path, columns: Sequence[str]):
-    import pyarrow.dataset as ds
-
-    dataset = ds.dataset(path, format="parquet")
-    names = set(dataset.schema.names)
-    missing = [c for c in ("clip_id", "embedding") if c not in names]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
-    return dataset.to_table(columns=[c for c in columns if c in names])
-
-
-def _embeddings(table, what: str) -> np.ndarray:
-    import pyarrow as pa
-
-    col = table.column("embedding").combine_chunks()
-    if len(col) == 0:
-        return np.zeros((0, 0), np.float32)
-    if pa.types.is_fixed_size_list(col.type):
-        dim = col.type.list_size
+def _embeddings(column: pa.Array, what: str) -> np.ndarray:
+    """(n, D) float16 from a list<float> or fixed_size_list<float> column."""
+    if len(column) == 0:
+        return np.zeros((0, 0), np.float16)
+    if column.null_count:
+        raise DataError(f"{what}: rows without an embedding")
+    if pa.types.is_fixed_size_list(column.type):
+        dim = column.type.list_size
     else:
-        lengths = col.value_lengths().to_numpy(zero_copy_only=False)
+        lengths = column.value_lengths().to_numpy(zero_copy_only=False)
         if (lengths != lengths[0]).any():
             raise DataError(f"{what}: embeddings of different lengths")
         dim = int(lengths[0])
-    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float16, copy=False).reshape(-1, dim)
+
+
+def _frame_array(rows: int, dim: int) -> np.ndarray:
+    """Room for a bank's frames: in memory when small, else in an unlinked temporary file that
+    the OS pages in and out (training then holds ~1 KB per 512-d face row at most)."""
+    if rows * dim * 2 <= _IN_MEMORY_BYTES:
+        return np.empty((rows, dim), np.float16)
+    return np.memmap(tempfile.TemporaryFile(prefix="vidpipe-frames-"), dtype=np.float16, mode="w+",
+                     shape=(rows, dim))
+
+
+def _store_bank(out: Path, modality: str, clip_names: pa.Array, max_frames: int | None) -> FrameBank | None:
+    """One modality table → a bank over ``clip_names``, in two streamed passes: the small
+    columns first (which row goes where, best frame first), then the embeddings."""
+    table = STORE_TABLES[modality]
+    what = str(out / table)
+    clip_index, keys = [], []
+    for batch in iter_batches(out, table, ["clip_id", *_ORDER_KEYS], _BATCH_ROWS):
+        if "clip_id" not in batch.schema.names:
+            raise DataError(f"{what}: missing column clip_id")
+        idx = pc.index_in(batch.column("clip_id"), value_set=clip_names).fill_null(-1)
+        clip_index.append(idx.to_numpy(zero_copy_only=False).astype(np.int64))
+        keys.append(_order_key(batch))
+    clip_index_all = np.concatenate(clip_index) if clip_index else np.zeros(0, np.int64)
+    key = np.concatenate(keys) if keys else np.zeros(0)
+    del clip_index, keys
+    kept = np.flatnonzero(clip_index_all >= 0)
+    if len(kept) == 0:
+        return None
+    num_clips = len(clip_names)
+    order = kept[np.lexsort((key[kept], clip_index_all[kept]))]  # by clip, best first
+    counts = np.bincount(clip_index_all[order], minlength=num_clips)
+    position = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    if max_frames is not None:
+        order = order[position < max_frames]
+        counts = np.minimum(counts, max_frames)
+    dest = np.full(len(clip_index_all), -1, np.int64)
+    dest[order] = np.arange(len(order))
+    del clip_index_all, key, kept, position, order
+    frames, offset = None, 0
+    for batch in iter_batches(out, table, ["embedding"], _BATCH_ROWS):
+        if "embedding" not in batch.schema.names:
+            raise DataError(f"{what}: missing column embedding")
+        emb = _embeddings(batch.column("embedding"), what)
+        d = dest[offset : offset + len(emb)]
+        offset += len(emb)
+        if not len(emb):
+            continue
+        if frames is None:
+            frames = _frame_array(int(counts.sum()), emb.shape[1])
+        elif emb.shape[1] != frames.shape[1]:
+            raise DataError(f"{what}: embeddings of different lengths")
+        frames[d[d >= 0]] = emb[d >= 0]
+    starts = np.cumsum(counts) - counts
+    return FrameBank(torch.from_numpy(frames), torch.from_numpy(starts.astype(np.int64)),
+                     torch.from_numpy(counts.astype(np.int64)))
+
+
+_ORDER_KEYS = ("rank", "det_score", "frame_index")
+
+
+def _order_key(batch: pa.RecordBatch) -> np.ndarray:
+    """Smaller is better: faces by rank (0 = best quality), heads by detection score, others
+    by time."""
+    names = batch.schema.names
+    if "rank" in names:
+        return batch.column("rank").to_numpy(zero_copy_only=False).astype(np.float64)
+    if "det_score" in names:
+        return -batch.column("det_score").to_numpy(zero_copy_only=False).astype(np.float64)
+    if "frame_index" in names:
+        return batch.column("frame_index").to_numpy(zero_copy_only=False).astype(np.float64)
+    return np.zeros(batch.num_rows)
+
+
+def _store_clips(out: Path, tables: Sequence[str]) -> list[str]:
+    """Clip ids to classify: the ``clips`` table's kept clips (status ok), or, in a store
+    without one, every clip that has a row in ``tables``."""
+    names: set[str] = set()
+    if (out / "clips").exists():
+        for batch in iter_batches(out, "clips", ["clip_id", "status"]):
+            ok = pc.equal(batch.column("status"), "ok") if "status" in batch.schema.names else None
+            ids = batch.column("clip_id") if ok is None else batch.column("clip_id").filter(ok)
+            names.update(ids.to_pylist())
+        return sorted(names)
+    for table in tables:
+        for batch in iter_batches(out, table, ["clip_id"]):
+            names.update(pc.unique(batch.column("clip_id")).to_pylist())
+    return sorted(names)
 
 
 def load_store(
     out: str | Path,
     labels: Mapping[str, str] | None = None,
     modalities: Sequence[str] | None = None,
-    max_frames: int = 32,
+    max_frames: int | None = None,
 ) -> ClipSet:
     """The vidpipe feature store: ``clips`` (status ok only) and whichever of
-    ``faces/heads/bodies/audio`` exist; faces ordered by ``rank`` (0 = best quality)."""
-    import pyarrow.compute as pc
-
+    ``faces/heads/bodies/audio`` exist; faces ordered by ``rank`` (0 = best quality), each
+    clip keeping its ``max_frames`` best (None = all). Read in streamed batches; large banks
+    live in a memory-mapped temporary file."""
     out = Path(out)
     if not out.is_dir():
         raise DataError(f"feature store {out} not found")
-    tables = {}
+    present = []
     for m in modalities or MODALITIES:
-        path = out / STORE_TABLES[m]
-        if path.exists():
-            tables[m] = _read_table(path, ["clip_id", "rank", "det_score", "frame_index", "embedding"])
+        if (out / STORE_TABLES[m]).exists():
+            present.append(m)
         elif modalities is not None:
-            raise DataError(f"{path} not found")
-    if not tables:
+            raise DataError(f"{out / STORE_TABLES[m]} not found")
+    if not present:
         raise DataError(f"{out} holds none of the tables {', '.join(STORE_TABLES.values())}")
-    if (out / "clips").exists():
-        import pyarrow.dataset as ds
-
-        clips = ds.dataset(out / "clips", format="parquet").to_table(columns=["clip_id", "status"])
-        names = sorted(set(clips.filter(pc.equal(clips["status"], "ok"))["clip_id"].to_pylist()))
-    else:
-        names = sorted(set().union(*(set(t["clip_id"].to_pylist()) for t in tables.values())))
-    index = {n: i for i, n in enumerate(names)}
+    names = _store_clips(out, [STORE_TABLES[m] for m in present])
+    clip_names = pa.array(names, pa.string())
     banks = {}
-    for m, table in tables.items():
-        ids = table["clip_id"].to_pylist()
-        keep = np.array([c in index for c in ids], dtype=bool)
-        if "rank" in table.column_names:
-            key = -table["rank"].to_numpy(zero_copy_only=False).astype(np.float64)
-        elif "det_score" in table.column_names:
-            key = table["det_score"].to_numpy(zero_copy_only=False).astype(np.float64)
-        elif "frame_index" in table.column_names:
-            key = -table["frame_index"].to_numpy(zero_copy_only=False).astype(np.float64)
-        else:
-            key = np.zeros(len(ids))
-        emb = _embeddings(table, f"{out / STORE_TABLES[m]}")
-        clip_index = np.array([index.get(c, -1) for c in ids], dtype=np.int64)
-        order = np.argsort(-key[keep], kind="stable")  # best first
-        if keep.any():
-            banks[m] = FrameBank.from_rows(clip_index[keep][order], emb[keep][order], len(names), max_frames)
-    if "face" in tables and "face" not in banks:
-        raise DataError(f"{out / 'faces'}: no face of any ok clip")
-    # face first (it gets the architecture's aggregator)
-    banks = {m: banks[m] for m in MODALITIES if m in banks}
+    for m in present:
+        bank = _store_bank(out, m, clip_names, max_frames)
+        if bank is not None:
+            banks[m] = bank
+        elif m == "face":
+            raise DataError(f"{out / 'faces'}: no face of any ok clip")
     lab = None if labels is None else [labels.get(n) for n in names]
     return ClipSet(names, banks, lab)
+
+
+def load_iqiyi(
+    root: str | Path,
+    split: str,
+    modalities: Sequence[str] | None = None,
+    max_frames: int | None = None,
+    cache: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+) -> ClipSet:
+    """One split of an iQIYI-VID-2019 directory, through its converted store (made once, in
+    bounded memory: see :mod:`vidpipe.models.iqiyi_store`), labelled from ``{split}_gt.txt``:
+    a video missing from the gt file is noise "0" (the release's convention); no gt file →
+    unlabelled."""
+    from vidpipe.models.iqiyi_store import iqiyi_store
+
+    root = Path(root)
+    store = iqiyi_store(root, split, modalities, cache=cache, log=log, progress=progress)
+    data = load_store(store, None, [m for m in (modalities or MODALITIES) if (store / STORE_TABLES[m]).exists()],
+                      max_frames)
+    gt_path = root / f"{split}_gt.txt"
+    if gt_path.is_file():
+        gt = iqiyi_io.read_gt(gt_path)
+        data.labels = [gt.get(n, NOISE) for n in data.clip_ids]
+    return data

@@ -1,7 +1,8 @@
 """Multi-modal fusion: M modality tokens of one width D (B, M, D) + presence mask → a vector.
 
-A token is absent (mask False) when its modality is missing for the clip: the token is a zero
-vector and attention never draws from it. Every module is registered in :data:`FUSIONS`.
+A token is absent (mask False) when its modality is missing for the clip: it is treated as a
+zero vector whatever it holds, and no output draws from it. Every module is registered in
+:data:`FUSIONS`.
 Row-major convention: the papers' X ∈ R^{D×M} (columns = modalities) is our x (B, M, D).
 """
 
@@ -76,12 +77,18 @@ class MMA(Fusion):
 
     def attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Y (B, M, M), columns sum to 1 over the present rows i."""
-        z = gram(self.project(x)).masked_fill(~mask.unsqueeze(-1), _NEG)
+        z = gram(self.project(_zero_absent(x, mask))).masked_fill(~mask.unsqueeze(-1), _NEG)
         return torch.softmax(z, dim=1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = _zero_absent(x, mask)
         y = self.attention(x, mask).to(x.dtype)
         return (x + self.gamma * torch.bmm(y.transpose(1, 2), x)).flatten(1)
+
+
+def _zero_absent(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Absent tokens as zeros, whatever an upstream module left in them."""
+    return x.masked_fill(~mask.unsqueeze(-1), 0)
 
 
 @register_fusion("mlma")
@@ -89,9 +96,10 @@ class MLMA(Fusion):
     """FAMF eq. 5–6: Z = (W_{F1}W_{F2}X)ᵀ(W_{F1}W_{F2}X) with stacked projections D→128→32,
     Y_i = Σ_j X_j exp(Z_{j,i}) / Σ_i exp(Z_{j,i}); no residual, no L2 term (FAMF §3.3).
 
-    Eq. 5 as printed normalises over the output index i (each input j spreads a unit of weight
-    over the outputs, so a missing modality's slot is refilled from the ones correlated with
-    it); ``mlma_softmax_over="input"`` normalises over j instead, as MMA does.
+    Eq. 5 as printed normalises over the output index i: each input j spreads a unit of
+    weight over the outputs, so a missing modality's slot is refilled from the present ones
+    (FAMF §3.3). ``mlma_softmax_over="input"`` normalises over j instead, as MMA does. In both,
+    an absent input is zero and gets no weight, so no output draws from it.
     """
 
     def __init__(self, num_tokens: int, dim: int, cfg: FusionConfig) -> None:
@@ -105,12 +113,13 @@ class MLMA(Fusion):
         self.out_dim = num_tokens * dim
 
     def attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """A (B, M, M) with A[j, i] the weight of input j in output i."""
-        z = gram(self.project1(self.project2(x)))
+        """A (B, M, M) with A[j, i] the weight of input j in output i; rows of absent j are 0."""
+        z = gram(self.project1(self.project2(_zero_absent(x, mask))))
         if self.over_output:
-            return torch.softmax(z, dim=2)
+            return torch.softmax(z, dim=2).masked_fill(~mask.unsqueeze(-1), 0)
         return torch.softmax(z.masked_fill(~mask.unsqueeze(-1), _NEG), dim=1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = _zero_absent(x, mask)
         a = self.attention(x, mask).to(x.dtype)
         return torch.bmm(a.transpose(1, 2), x).flatten(1)

@@ -1,7 +1,6 @@
-"""Prediction and retrieval: per-clip identity probabilities (an ensemble sums its members'
-distributions, iQIYI §6.4), per-identity rankings of clips (top 100), and their outputs:
-``OUT/identities/`` (clip_id, identity, score: each clip's best class, "0" = noise),
-``OUT/retrieval/`` (identity, rank, clip_id, score) and the iQIYI submission file.
+"""Prediction: loading a model directory (fusion model or prototype baseline), per-clip
+identity scores (an ensemble sums its members' distributions, iQIYI §6.4), and the outputs:
+``OUT/predictions/``, ``OUT/identities/``, ``OUT/retrieval/`` and the iQIYI submission file.
 """
 
 from __future__ import annotations
@@ -15,11 +14,12 @@ import numpy as np
 import torch
 
 from vidpipe.eval import iqiyi_io
-from vidpipe.eval.metrics import TOP_K
+from vidpipe.models import prototype
 from vidpipe.models.config import ModelConfig
-from vidpipe.models.data import NOISE, ClipSet, DataError
+from vidpipe.models.data import ClipSet, DataError
 from vidpipe.models.net import FusionNet
-from vidpipe.models.train import FORMAT, autocast, select_device
+from vidpipe.models.runtime import probabilities, select_device
+from vidpipe.models.train import FORMAT
 
 
 @dataclass
@@ -33,12 +33,9 @@ class FusionModel:
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto") -> "FusionModel":
         model_dir = Path(model_dir)
-        manifest = model_dir / "model.json"
-        if not manifest.is_file():
-            raise DataError(f"{model_dir} is not a model directory (no model.json); train one with 'vidpipe train'")
-        meta = json.loads(manifest.read_text())
+        meta = _manifest(model_dir)
         if meta.get("format") != FORMAT:
-            raise DataError(f"{manifest}: unknown model format {meta.get('format')!r}")
+            raise DataError(f"{model_dir / 'model.json'}: unknown model format {meta.get('format')!r}")
         dev = select_device(device)
         members = []
         for name in meta["members"]:
@@ -56,48 +53,28 @@ class FusionModel:
     def classes(self) -> list[str]:
         return self.cfg.classes
 
-    @torch.inference_mode()
-    def predict_proba(self, data: ClipSet, frames: int = 32, batch_size: int = 4096) -> np.ndarray:
+    def predict_proba(self, data: ClipSet, frames: int = 32, batch_size: int = 1024) -> np.ndarray:
         """(clips, classes) probabilities: the members' distributions summed, divided by their
         number (the ranking is the sum's; the scale stays a probability)."""
-        data = data.to(self.device)
-        known = {s.name for s in self.cfg.modalities}
-        if not known & set(data.banks):
-            raise DataError(
-                f"the data hold none of the model's modalities ({', '.join(sorted(known))})"
-            )
-        out = np.zeros((len(data), self.cfg.num_classes), dtype=np.float32)
-        order = torch.arange(len(data))
-        for idx in order.split(batch_size):
-            feats, present = data.batch(idx, frames, None, self.cfg.modalities)
-            total = None
-            with autocast(self.device):
-                for net in self.members:
-                    p = torch.softmax(net(feats, present).float(), dim=1)
-                    total = p if total is None else total + p
-            out[idx.numpy()] = (total / len(self.members)).cpu().numpy()
-        return out
+        return probabilities(self.members, self.cfg.modalities, data.to(self.device), self.device, frames, batch_size)
+
+    scores = predict_proba
 
 
-def retrieval_lists(
-    probs: np.ndarray, clip_ids: list[str], classes: list[str], top_k: int = TOP_K
-) -> dict[str, list[tuple[str, float]]]:
-    """Per identity (noise excluded): the clips ranked by that identity's probability."""
-    p = torch.from_numpy(probs)
-    k = min(top_k, p.shape[0])
-    scores, idx = torch.topk(p.T.contiguous(), k, dim=1)
-    out = {}
-    for c, identity in enumerate(classes):
-        if identity == NOISE:
-            continue
-        out[identity] = [(clip_ids[i], float(s)) for i, s in zip(idx[c].tolist(), scores[c].tolist())]
-    return out
+def _manifest(model_dir: Path) -> dict:
+    manifest = model_dir / "model.json"
+    if not manifest.is_file():
+        raise DataError(f"{model_dir} is not a model directory (no model.json); train one with 'vidpipe train'")
+    return json.loads(manifest.read_text())
 
 
-def best_identity(probs: np.ndarray, classes: list[str]) -> tuple[list[str], np.ndarray]:
-    """Each clip's most probable class ("0" = noise) and its probability."""
-    best = probs.argmax(axis=1)
-    return [classes[i] for i in best], probs[np.arange(len(best)), best]
+def load_model(model_dir: str | Path, device: str = "auto") -> FusionModel | prototype.PrototypeModel:
+    """A fusion model or a prototype baseline, by what ``model_dir`` holds; both answer
+    ``classes`` and ``scores(data, frames, batch_size)``."""
+    model_dir = Path(model_dir)
+    if _manifest(model_dir).get("format") == prototype.FORMAT:
+        return prototype.PrototypeModel.load(model_dir)
+    return FusionModel.load(model_dir, device)
 
 
 def _write_parquet(table, directory: Path, name: str) -> Path:
@@ -112,29 +89,46 @@ def _write_parquet(table, directory: Path, name: str) -> Path:
 
 
 def write_predictions(
-    out: str | Path, clip_ids: list[str], probs: np.ndarray, classes: list[str],
-    lists: dict[str, list[tuple[str, float]]],
+    out: str | Path, clip_ids: list[str], scores: np.ndarray, classes: list[str],
+    lists: dict[str, list[tuple[str, float]]], source: str = "model", per_clip: int = 5,
 ) -> None:
-    """``OUT/identities/predictions.parquet`` and ``OUT/retrieval/predictions.parquet``."""
+    """Three tables under ``out`` (file ``predictions.parquet`` in each):
+
+    * ``predictions/``: clip_id, identity, probability, rank — each clip's ``per_clip`` most
+      likely classes ("0" = noise), rank 0 first (the prototype writes its cosines);
+    * ``identities/predictions.parquet``: each clip's best class in the identities table's
+      schema (source 'model'), where `vidpipe tag`'s rows meet it;
+    * ``retrieval/``: identity, rank, clip_id, score — each identity's top clips.
+    """
     import pyarrow as pa
 
+    from vidpipe.identities.table import write_identities
+
     out = Path(out)
-    ident, score = best_identity(probs, classes)
-    _write_parquet(
-        pa.table({"clip_id": pa.array(clip_ids, pa.string()), "identity": pa.array(ident, pa.string()),
-                  "score": pa.array(score.astype(np.float32), pa.float32())}),
-        out / "identities", "predictions.parquet",
-    )
+    k = min(per_clip, scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    _write_parquet(pa.table({
+        "clip_id": pa.array(np.repeat(np.asarray(clip_ids, dtype=object), k), pa.string()),
+        "identity": pa.array(np.asarray(classes, dtype=object)[top.ravel()], pa.string()),
+        "probability": pa.array(np.take_along_axis(scores, top, 1).ravel().astype(np.float32), pa.float32()),
+        "rank": pa.array(np.tile(np.arange(k, dtype=np.int32), len(clip_ids)), pa.int32()),
+    }), out / "predictions", "predictions.parquet")
+    best = top[:, 0] if k else np.zeros(0, np.int64)
+    write_identities(out, "predictions", pa.table({  # the table `vidpipe tag` writes beside it
+        "clip_id": pa.array(clip_ids, pa.string()),
+        "identity": pa.array([classes[i] for i in best], pa.string()),
+        "score": pa.array(scores[np.arange(len(best)), best].astype(np.float32), pa.float32()),
+        "source": pa.array([source] * len(best), pa.string()),
+    }).append_column("track", pa.nulls(len(best), pa.int32()))
+      .append_column("start_s", pa.nulls(len(best), pa.float64()))
+      .append_column("end_s", pa.nulls(len(best), pa.float64())))
     rows = [(identity, r, clip, s) for identity, ranked in lists.items() for r, (clip, s) in enumerate(ranked)]
-    _write_parquet(
-        pa.table({
-            "identity": pa.array([r[0] for r in rows], pa.string()),
-            "rank": pa.array([r[1] for r in rows], pa.int32()),
-            "clip_id": pa.array([r[2] for r in rows], pa.string()),
-            "score": pa.array([r[3] for r in rows], pa.float32()),
-        }),
-        out / "retrieval", "predictions.parquet",
-    )
+    _write_parquet(pa.table({
+        "identity": pa.array([r[0] for r in rows], pa.string()),
+        "rank": pa.array([r[1] for r in rows], pa.int32()),
+        "clip_id": pa.array([r[2] for r in rows], pa.string()),
+        "score": pa.array([r[3] for r in rows], pa.float32()),
+    }), out / "retrieval", "predictions.parquet")
 
 
 def write_submission(path: str | Path, lists: dict[str, list[tuple[str, float]]]) -> None:

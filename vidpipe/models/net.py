@@ -13,17 +13,37 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidpipe.models.aggregation import Aggregator, build_aggregator
+from vidpipe.models.aggregation import AGGREGATORS, Aggregator, build_aggregator
 from vidpipe.models.classifier import MLPClassifier
-from vidpipe.models.config import ModalitySpec, ModelConfig
-from vidpipe.models.fusion import build_fusion
+from vidpipe.models.config import ARCHITECTURES, PROTOTYPE, ModalitySpec, ModelConfig
+from vidpipe.models.fusion import FUSIONS, build_fusion
+
+
+def resolve_arch(name: str) -> tuple[str, str]:
+    """``famf`` → (attentionvlad, mlma); ``netvlad+mlma`` → (netvlad, mlma)."""
+    key = name.strip().lower()
+    if key in ARCHITECTURES:
+        return ARCHITECTURES[key]
+    if "+" in key:
+        agg, fus = (part.strip() for part in key.split("+", 1))
+        if agg in AGGREGATORS and fus in FUSIONS:
+            return agg, fus
+    raise ValueError(
+        f"unknown architecture {name!r}: use {PROTOTYPE}, one of {', '.join(ARCHITECTURES)} or AGG+FUSION with "
+        f"AGG in {{{', '.join(AGGREGATORS)}}} and FUSION in {{{', '.join(FUSIONS)}}}"
+    )
 
 
 class ModalityEncoder(nn.Module):
-    """(B, N, D) frames + (B,) presence → (B, T, fusion_dim) tokens, zero where absent."""
+    """(B, N, D) frames + (B,) presence → (B, T, fusion_dim) tokens, zero where absent.
+
+    Frames are first multiplied by the modality's scale, so every modality enters with a
+    typical norm of 1 while a face's norm still tells its quality.
+    """
 
     def __init__(self, spec: ModalitySpec, aggregator: Aggregator | None, fusion_dim: int) -> None:
         super().__init__()
+        self.scale = spec.scale
         self.aggregator = aggregator
         self.num_tokens = aggregator.num_tokens if aggregator is not None else 1
         token_dim = aggregator.token_dim if aggregator is not None else spec.dim
@@ -31,6 +51,7 @@ class ModalityEncoder(nn.Module):
         self.fusion_dim = fusion_dim
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.scale
         tokens = self.aggregator(x) if self.aggregator is not None else x[:, :1]
         return self.mapping(tokens)
 
@@ -65,7 +86,8 @@ class FusionNet(nn.Module):
         self.encoders = nn.ModuleDict(encoders)
         self.num_tokens = sum(e.num_tokens for e in self.encoders.values())
         self.fusion = build_fusion(cfg.fusion, self.num_tokens, cfg.fusion_dim, cfg.fus)
-        self.classifier = MLPClassifier(self.fusion.out_dim, cfg.hidden, cfg.num_classes, cfg.bn_momentum)
+        self.classifier = MLPClassifier(self.fusion.out_dim, cfg.hidden, cfg.num_classes, cfg.bn_momentum,
+                                        cfg.dropout)
 
     def tokens(
         self, feats: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
