@@ -32,8 +32,10 @@ def test_auto_means_cuda_when_there_is_one(cuda):
 def test_torch_falls_back_to_the_cpu_when_it_sees_no_gpu(cuda):
     import torch
 
+    from vidpipe.backends._torch import torch_device
+
     want = "cuda" if torch.cuda.is_available() else "cpu"
-    assert devices.torch_device("auto").type == want
+    assert torch_device("auto").type == want and torch_device("cuda").type == want
 
 
 def test_batches_are_bigger_on_a_gpu_and_do_not_change_the_config_hash(cuda):

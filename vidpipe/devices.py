@@ -3,7 +3,7 @@
 "auto" means CUDA when this machine has it: ONNX Runtime with its CUDA provider (the
 `onnxruntime-gpu` build) or torch built with CUDA and seeing a GPU. ONNX backends take their
 providers from `vidpipe.backends._onnx.onnx_providers`, torch backends their device from
-`torch_device`. On CUDA, every stage's `batch_size` left at its default is multiplied by
+`vidpipe.backends._torch.torch_device`. On CUDA, every stage's `batch_size` left at its default is multiplied by
 `GPU_BATCH_FACTOR`: the same code, bigger batches. Batch sizes change speed, not rows, so
 they are not part of the config hash (a store made on CPUs resumes on GPUs).
 """
@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vidpipe.config import Config, ConfigError
-
-if TYPE_CHECKING:
-    import torch
 
 GPU_BATCH_FACTOR = 8  # faces: 32 frames per detector call on the CPU, 256 on a GPU
 
@@ -48,16 +45,6 @@ def resolve(device: str) -> str:
     if device == "cpu" or device.startswith("cuda"):
         return device
     raise ConfigError(f"device must be auto, cpu or cuda, not {device!r}")
-
-
-def torch_device(device: str) -> "torch.device":
-    """The torch device for `device`; CUDA only when torch itself sees a GPU."""
-    import torch
-
-    name = resolve(device)
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def with_device_batches(cfg: Config) -> Config:
