@@ -1,5 +1,7 @@
 """Benchmark `vidpipe run` per video: wall time, real-time factor, ratio to ffmpeg's
-decode-only time, and peak memory, against the targets in our issue.
+decode-only time, peak memory, and where the time goes (decode, shots, each stage, write,
+and the pure inference seconds of every network call, from the store's `videos.timings`),
+against the targets in our issues.
 
     python benchmarks/bench_run.py [--videos DIR_OR_FILE ...] [--out DIR] [--config FILE]
                                    [--markdown] [--cmd TEMPLATE] [-- EXTRA VIDPIPE OPTIONS]
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +34,7 @@ VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", 
 DEFAULT_CMD = f"{shlex.quote(sys.executable)} -m vidpipe run {{video}} --out {{out}} --quiet"
 DECODE_TARGET = 4.0  # whole run within 4x decode-only time
 FLAT_TOLERANCE = 0.10  # peak memory of the whole video within 10% of its first 10 s
+OVERHEAD_TARGET = 1.25  # the pipeline's parts within 1.25x (decode + model time)
 PREFIX_S = 10.0
 
 
@@ -54,6 +57,23 @@ class Row:
     video_s: float
     run: Run
     decode: Run
+    timings: dict[str, float] = field(default_factory=dict)  # videos.timings of the run's store
+
+
+def store_timings(store: Path) -> dict[str, float]:
+    """Wall seconds per part (decode, shots, each stage, write) and `model`, summed over the
+    store's videos; empty when the command wrote no store (e.g. an ffmpeg stand-in)."""
+    try:
+        import pyarrow.parquet as pq
+
+        column = pq.read_table(store / "videos", columns=["timings"]).column("timings").to_pylist()
+    except Exception:  # no store, or not vidpipe's
+        return {}
+    totals: dict[str, float] = {}
+    for row in column:
+        for part, seconds in row or ():
+            totals[part] = totals.get(part, 0.0) + seconds
+    return totals
 
 
 def timed(cmd: list[str], log: Path | None = None) -> Run:
@@ -127,7 +147,7 @@ def bench_one(video: Path, name: str, template: str, extra: list[str], base: Pat
     decode = timed(["ffmpeg", "-nostdin", "-v", "error", "-i", str(video), "-f", "null", "-"])
     work = Path(tempfile.mkdtemp(prefix=f"{video.stem}-", dir=base))
     run = timed(command(template, [video], work / "features", extra), log=work / "stderr.log")
-    return Row(name, duration_s(video), run, decode)
+    return Row(name, duration_s(video), run, decode, store_timings(work / "features"))
 
 
 def prefix_copy(video: Path, seconds: float, base: Path) -> Path:
@@ -166,6 +186,38 @@ def table(rows: list[Row], markdown: bool) -> str:
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
     fmt = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))  # noqa: E731
     return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(c) for c in body])
+
+
+def breakdown(rows: list[Row], markdown: bool) -> str:
+    """Seconds per part and file, from `videos.timings` (decode runs on its own thread, ahead
+    of the stages, so the parts may sum to more than the wall time), and the overhead:
+    everything the pipeline did / (decode + model time)."""
+    timed_rows = [r for r in rows if r.timings and not r.run.rc]
+    if not timed_rows:
+        return ""
+    first = ["decode", "shots"]
+    parts = first + sorted({p for r in timed_rows for p in r.timings} - {*first, "write", "model"}) + ["write"]
+    head = ["video", *parts, "model", "overhead"]
+
+    def cells(name: str, t: dict[str, float]) -> list[str]:
+        work = sum(t.get(p, 0.0) for p in parts)
+        base = t.get("decode", 0.0) + t.get("model", 0.0)
+        return [name, *(f"{t.get(p, 0.0):.2f}" for p in parts), f"{t.get('model', 0.0):.2f}",
+                f"{work / base:.2f}" if base else ""]
+
+    total: dict[str, float] = {}
+    for r in timed_rows:
+        for p, v in r.timings.items():
+            total[p] = total.get(p, 0.0) + v
+    body = [cells(r.name, r.timings) for r in timed_rows] + [cells("TOTAL", total)]
+    title = (f"\nTime by part (s, from videos.timings; model = inference inside the stages; "
+             f"overhead = parts / (decode + model), target <= {OVERHEAD_TARGET:g}):")
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+        return "\n".join([title, "", *lines, *("| " + " | ".join(c) + " |" for c in body)])
+    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    fmt = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))  # noqa: E731
+    return "\n".join([title, fmt(head), "  ".join("-" * w for w in widths)] + [fmt(c) for c in body])
 
 
 def targets(rows: list[Row], flat: tuple[Row, Row] | None, whole: tuple[Run, Run], markdown: bool) -> str:
@@ -255,6 +307,8 @@ def main(argv: list[str]) -> int:
     cmd_shown = shlex.join(shlex.split(args.cmd) + extra).replace(sys.executable, "python")
     print(("`" + cmd_shown + "`" if args.markdown else "command: " + cmd_shown) + "\n")
     print(table(rows, args.markdown))
+    if text := breakdown(rows, args.markdown):
+        print(text)
     print(targets(rows, flat, whole, args.markdown))
     return 1 if any(r.run.rc for r in rows) else 0
 

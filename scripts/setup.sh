@@ -3,8 +3,23 @@
 # review page's browser tests) when missing,
 # a virtual environment at .venv/ in the checkout, and vidpipe with its dev extras.
 # Safe to run again: it only does what is missing.
+#
+#   bash scripts/setup.sh                  CPU: torch pinned to the CPU build (constraints-cpu.txt), extras dev,ray
+#   bash scripts/setup.sh --extras ray     other extras (comma-separated; "" for none)
+#   bash scripts/setup.sh --gpu            CUDA: PyPI's torch (CUDA-built) and ONNX Runtime's GPU build
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+extras="dev,ray"
+gpu=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --gpu) gpu=1 ;;
+    --extras) extras="$2"; shift ;;
+    *) echo "setup: unknown option $1 (--gpu, --extras LIST)" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
@@ -23,14 +38,25 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
 fi
-# torch first and pinned: 2.13.0 resolves to the CPU wheel here; a range would pull CUDA builds.
-if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-  .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+pip=(.venv/bin/pip install -q --disable-pip-version-check)
+if [ "$gpu" -eq 1 ]; then
+  extras="gpu${extras:+,$extras}"
+else
+  # The exact CPU torch: 2.13.0 resolves to the CPU wheel here; vidpipe itself asks for a range.
+  pip+=(-c scripts/constraints-cpu.txt)
 fi
-if ! .venv/bin/python -c "import vidpipe, pytest, skimage, duckdb, playwright" >/dev/null 2>&1 \
-   || [ pyproject.toml -nt .venv/.vidpipe-installed ]; then
-  echo "setup: installing vidpipe and its dependencies into .venv"
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
-  touch .venv/.vidpipe-installed
+target=".${extras:+[$extras]}"
+stamp=".venv/.vidpipe-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" != "$target gpu=$gpu" ]; then
+  echo "setup: installing vidpipe$target into .venv"
+  "${pip[@]}" -e "$target"
+  if [ "$gpu" -eq 1 ]; then
+    # insightface pulls in the CPU build of ONNX Runtime; both builds are the `onnxruntime`
+    # module, so the GPU build goes in again over it.
+    ort=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('onnxruntime-gpu'))")
+    .venv/bin/pip uninstall -q -y onnxruntime
+    "${pip[@]}" --force-reinstall --no-deps "onnxruntime-gpu==$ort"
+  fi
+  echo "$target gpu=$gpu" > "$stamp"
 fi
 echo "setup: ready (.venv/bin/vidpipe)"

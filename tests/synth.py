@@ -31,12 +31,16 @@ def make_video(
     size: tuple[int, int] = (320, 180),
     audio: bool = False,
     codec: str = "libx264",
+    keyframe_every: int | None = None,
 ) -> Path:
-    """A video of hard-cut shots of the given durations; returns its path."""
+    """A video of hard-cut shots of the given durations; returns its path. `keyframe_every`:
+    frames between keyframes (the encoder's default otherwise)."""
     width, height = size
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if keyframe_every:
+            stream.codec_context.gop_size = keyframe_every
         if codec == "libx264":
             stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
         astream = out.add_stream("aac", rate=16000) if audio else None

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from vidpipe.config import Config
+from vidpipe.devices import with_device_batches
 from vidpipe.executors import get_executor, threads_per_worker
 from vidpipe.pipeline.runner import Pipeline, VideoOutcome, VideoProcessor
+from vidpipe.ranges import MergeTask, RangeTask, may_split, merge_ranges, process_range
 from vidpipe.store import read_table, remove_stale_temporaries
 
 log = logging.getLogger("vidpipe")
@@ -79,15 +81,59 @@ def discover(inputs: Iterable[str | os.PathLike[str]], extensions: Sequence[str]
     return list(dict.fromkeys(f.absolute() for f in files)), problems
 
 
+@dataclass(frozen=True)
+class VideoTask:
+    """Process one file (`wait`: for the run that holds it to finish first)."""
+
+    path: Path
+    wait: bool = False
+
+
+Task = VideoTask | RangeTask | MergeTask
+
+
+def _work(processor: VideoProcessor, task: Task, progress) -> VideoOutcome:
+    if isinstance(task, RangeTask):
+        return process_range(processor, task)
+    if isinstance(task, MergeTask):
+        return merge_ranges(processor, task)
+    return processor.process(task.path, progress, wait=task.wait)
+
+
 def _build_worker(cfg: Config, out: Path) -> Callable:
-    """In a worker process: the pipeline, built once; returns worker(item, progress)."""
+    """In a worker process: the pipeline, built once; returns worker(task, progress)."""
     logging.getLogger("vidpipe").setLevel(max(logging.getLogger("vidpipe").level, logging.WARNING))
     if cfg.run.threads > 0:
         import torch
 
         torch.set_num_threads(cfg.run.threads)
-    processor = VideoProcessor(Pipeline.build(cfg), out)
-    return lambda item, progress: processor.process(item[0], progress, wait=item[1])
+    return functools.partial(_work, VideoProcessor(Pipeline.build(with_device_batches(cfg)), out, cfg.run.split_s))
+
+
+def _ray_options(cfg: Config, pipeline: Pipeline) -> dict:
+    """What each Ray task asks for: the most any of its stages needs. A stage may declare
+    `resources = {"CPU": n, "GPU": share}`; otherwise it needs the worker's threads, and
+    stages with models `run.gpus_per_worker` of a GPU unless the device is the CPU."""
+    threads = cfg.run.threads or os.cpu_count() or 1
+    gpus = cfg.run.gpus_per_worker if cfg.run.device != "cpu" else 0.0
+    cpu, gpu = 1.0, 0.0
+    for stage in pipeline.stages:
+        need = getattr(stage, "resources", None) or {"CPU": threads, "GPU": gpus if stage.backends else 0.0}
+        cpu, gpu = max(cpu, need.get("CPU", threads)), max(gpu, need.get("GPU", 0.0))
+    return {"address": cfg.run.address, "num_cpus": cpu, "num_gpus": gpu}
+
+
+def _executor(cfg: Config, files: list[Path], pipeline: Pipeline):
+    """The executor for this run, or None to run everything in this process (one worker,
+    or one file that will not be split: not worth starting processes for)."""
+    run = cfg.run
+    if run.executor == "ray":
+        return get_executor("ray", run.workers, **_ray_options(cfg, pipeline))
+    if run.executor == "serial" or run.workers <= 1 or not files:
+        return None
+    if len(files) == 1 and not may_split(files[0], cfg, run.split_s):
+        return None
+    return get_executor(run.executor, run.workers)
 
 
 def run(
@@ -121,7 +167,7 @@ def run(
             on_result(outcome)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    pipeline = Pipeline.build(cfg)
+    pipeline = Pipeline.build(with_device_batches(cfg))
     pipeline.manifest().write(out)
 
     busy: list[Path] = []
@@ -138,16 +184,45 @@ def run(
         if on_result is not None:
             on_result(outcome)
 
-    processor = VideoProcessor(pipeline, out)  # the models already loaded for the manifest
-    here = lambda: (lambda item, progress: processor.process(item[0], progress, wait=item[1]))  # noqa: E731
-    progress = None if on_progress is None else (lambda item, done, total: on_progress(item[0], done, total))
-    if cfg.run.workers <= 1 or len(files) <= 1:
-        get_executor("serial").map(here, [(f, False) for f in files], record, progress)
+    ranges: dict[str, int] = {}  # video -> how many time ranges
+    left: dict[str, int] = {}  # video -> ranges not done yet
+    given_up: set[str] = set()  # videos a range of which was lost
+
+    def follow(outcome: VideoOutcome) -> list[Task]:
+        """Record an outcome; the tasks it leads to (a long video's ranges, then their merge)."""
+        if outcome.status == "split":
+            ranges[outcome.video_id] = left[outcome.video_id] = len(outcome.spans)
+            log.info("%s: long video, processed in %d time ranges", Path(outcome.path).name, len(outcome.spans))
+            return [RangeTask(outcome.path, outcome.video_id, s) for s in outcome.spans]
+        if outcome.status == "range":
+            left[outcome.video_id] -= 1
+            if left[outcome.video_id] or outcome.video_id in given_up:
+                return []
+            return [MergeTask(outcome.path, outcome.video_id, ranges[outcome.video_id])]
+        record(outcome)
+        return []
+
+    def lost(task: Task, reason: str) -> VideoOutcome:
+        """A task whose worker kept dying: its video fails (once)."""
+        video_id = getattr(task, "video_id", None)
+        if isinstance(task, RangeTask) and video_id in given_up:
+            return VideoOutcome(task.path, video_id, "range")
+        if video_id is not None:
+            given_up.add(video_id)
+        return VideoOutcome(str(task.path), video_id, "error", error=reason)
+
+    processor = VideoProcessor(pipeline, out, cfg.run.split_s)  # the models already loaded for the manifest
+    here = lambda: functools.partial(_work, processor)  # noqa: E731
+    progress = None if on_progress is None else (
+        lambda task, done, total: on_progress(Path(task.path), done, total))
+    tasks = [VideoTask(f) for f in files]
+    executor = _executor(cfg, files, pipeline)
+    if executor is None:
+        get_executor("serial").map(here, tasks, follow, progress)
     else:
-        executor = get_executor(cfg.run.executor, cfg.run.workers)
-        executor.map(functools.partial(_build_worker, cfg, out), [(f, False) for f in files], record, progress)
+        executor.map(functools.partial(_build_worker, cfg, out), tasks, follow, progress, on_error=lost)
     if busy:  # another process had them: wait for it, then they are usually done
         log.info("%d video(s) were being processed by another run; waiting for it", len(busy))
-        get_executor("serial").map(here, [(f, True) for f in busy], record, progress)
+        get_executor("serial").map(here, [VideoTask(f, wait=True) for f in busy], follow, progress)
     report.outcomes.sort(key=lambda o: o.path)
     return report

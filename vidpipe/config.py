@@ -26,9 +26,13 @@ class RunConfig:
     """How to run; never changes the tables, so not part of the config hash."""
 
     device: str = "auto"  # "auto" | "cpu" | "cuda"
-    workers: int = 1  # videos processed in parallel
-    executor: str = "processes"  # how workers run: "processes" (local) | "serial"
+    workers: int = 1  # videos processed in parallel (per machine, with Ray)
+    executor: str = "processes"  # how workers run: "processes" (local) | "serial" | "ray"
+    address: str | None = None  # Ray cluster to use ("ray://host:10001", "auto"); None: a private one here
     threads: int = 0  # threads per worker for models and decoding; 0: cores / workers
+    gpus_per_worker: float = 0.0  # with Ray: share of a GPU each worker asks for (e.g. 0.25); 0: none
+    split_s: float = 600.0  # videos longer than 1.5x this are processed in ranges of about this length; 0: never
+    decode_ahead: int = 2  # shots decoded ahead of the models, on a thread; 0: on the models' thread
     weights_dir: str | None = None
     extensions: tuple[str, ...] = (
         ".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
@@ -181,10 +185,12 @@ class Config:
 
     def analysis_dict(self) -> dict[str, Any]:
         """The part of the config that changes the tables (decides what to redo): every
-        section but `run`, and of the stages' sections only the active ones."""
+        section but `run`, and of the stages' sections only the active ones, without their
+        `batch_size` (chosen per device: it changes speed, not rows)."""
         active = set(self.stage_names())
         d = self.to_dict()
-        return {k: v for k, v in d.items() if k != "run" and (k in CORE_SECTIONS or k in active)}
+        return {k: {key: value for key, value in v.items() if key != "batch_size"} for k, v in d.items()
+                if k != "run" and (k in CORE_SECTIONS or k in active)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":

@@ -106,8 +106,10 @@ def final_path(out: Path, table: str, video_id: str) -> Path:
     return table_dir(out, table) / f"{video_id}.parquet"
 
 
-def to_arrow(columns: dict[str, Any] | list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    """Rows (a dict of columns, or a list of row dicts) as a table of `schema`."""
+def to_arrow(columns: dict[str, Any] | list[dict[str, Any]] | pa.Table, schema: pa.Schema) -> pa.Table:
+    """Rows (a dict of columns, a list of row dicts, or an Arrow table) as a table of `schema`."""
+    if isinstance(columns, pa.Table):
+        return columns.select(schema.names).cast(schema)
     if isinstance(columns, list):
         return pa.Table.from_pylist(columns, schema=schema)
     missing = [f.name for f in schema if f.name not in columns]
@@ -136,7 +138,7 @@ class VideoWriter:
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._tmp = {t: table_dir(out, t) / f".{video_id}.parquet.{os.getpid()}.tmp" for t in schemas}
 
-    def add(self, table: str, rows: dict[str, Any] | list[dict[str, Any]]) -> None:
+    def add(self, table: str, rows: dict[str, Any] | list[dict[str, Any]] | pa.Table) -> None:
         if table not in self.schemas:
             raise ValueError(f"unknown table {table!r}; tables: {', '.join(self.schemas)}")
         t = to_arrow(rows, self.schemas[table])

@@ -13,6 +13,7 @@ frame is not at 0.
 
 from __future__ import annotations
 
+import array
 import hashlib
 import logging
 import math
@@ -182,23 +183,66 @@ def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k=-rotation // 90))
 
 
+@dataclass(frozen=True)
+class DecodeStart:
+    """Where a decode of part of a video starts: a keyframe, and what the decode of the
+    whole video says there, so that both yield the same frames with the same numbers,
+    timestamps and sampling (a long video is processed in time ranges)."""
+
+    pts: int  # the keyframe's timestamp, in the stream's time base
+    time_s: float  # the same on the presentation timeline
+    index: int  # its frame number in the whole video's decode order
+    pts0: int  # timestamp of the video's first frame (`DecodedFrame.pts` counts from it)
+    t0: float  # time of the video's first frame: the origin of the sampling grid
+
+
+def keyframes(info: VideoInfo) -> tuple[DecodeStart, list[DecodeStart]] | None:
+    """The video's first frame and its keyframes, as places a decode may start, found by
+    reading the packets (no decoding but the first frame). None when packets carry no
+    timestamps (frames cannot be numbered without decoding them all)."""
+    with _open(info.path) as container:
+        stream = _picture_stream(container)
+        first = next((f for f in container.decode(stream) if f.pts is not None), None)
+    if first is None or not first.time_base:
+        return None
+    tb = Fraction(first.time_base)
+    pts0, t0 = first.pts, float(first.pts * tb) - info.start_time_s
+    stamps, keys = array.array("q"), []  # 8 bytes a frame: 2 hours at 30 fps is 1.7 MB
+    with _open(info.path) as container:
+        for packet in container.demux(_picture_stream(container)):
+            if packet.size == 0:
+                continue  # the demuxer's flush packets
+            if packet.pts is None:
+                return None
+            stamps.append(packet.pts)
+            if packet.is_keyframe and packet.pts >= pts0:
+                keys.append(packet.pts)
+    # A frame's number is how many frames are shown before it (display order, from the first).
+    shown = np.sort(np.frombuffer(stamps, np.int64))
+    shown = shown[shown >= pts0]
+    numbers = np.searchsorted(shown, keys)
+    origin = DecodeStart(pts0, t0, 0, pts0, t0)
+    return origin, sorted({DecodeStart(k, float(k * tb) - info.start_time_s, int(n), pts0, t0)
+                           for k, n in zip(keys, numbers)}, key=lambda d: d.pts)
+
+
 def decode(
     info: VideoInfo,
     *,
     small_width: int = 256,
     sample_fps: float = 4.0,
     max_side: int = 640,
-    want_sample: Callable[[float], bool] | None = None,
     on_warning: Callable[[str], None] | None = None,
     threads: int = 0,
+    start: DecodeStart | None = None,
 ) -> Iterator[DecodedFrame]:
     """Stream frames of one video in display order with timestamps in seconds.
 
-    `want_sample(time_s) -> bool` lets the caller skip the analysis copy for frames it will
-    not look at (e.g. inside shots already too long to keep). Undecodable packets are skipped
-    with a warning; a stream that stays broken ends the video early (truncated files).
-    Warnings go to the log and to `on_warning` (one line each). `threads` caps FFmpeg's
-    decoding threads (0: FFmpeg's choice, one per core).
+    Undecodable packets are skipped with a warning; a stream that stays broken ends the
+    video early (truncated files). Warnings go to the log and to `on_warning` (one line
+    each). `threads` caps FFmpeg's decoding threads (0: FFmpeg's choice, one per core).
+    `start` (from `keyframes`) decodes from that keyframe on, frames numbered and sampled as
+    in the decode of the whole video.
     """
 
     def warn(message: str) -> None:
@@ -224,10 +268,13 @@ def decode(
         time_base: Fraction | None = None
         period = 1.0 / sample_fps if sample_fps > 0 else math.inf
         next_sample = -math.inf if sample_fps > 0 else math.inf
-        t0 = 0.0
-        index = 0
+        t0: float | None = None if start is None else start.t0
+        index = 0 if start is None else start.index
         errors = 0
-        pts0: int | None = None
+        pts0: int | None = None if start is None else start.pts0
+        if start is not None:
+            container.seek(start.pts, stream=stream, backward=True, any_frame=False)
+        first_index = index
         packets = container.demux(stream)
         while True:
             try:
@@ -251,6 +298,11 @@ def decode(
             for frame in frames:
                 if frame.pts is None or frame.time_base is None:
                     continue
+                if start is not None and index == first_index:
+                    if frame.pts < start.pts:
+                        continue  # shown before the keyframe (open GOP): the range before has it
+                    if frame.pts != start.pts:
+                        raise VideoError(f"cannot seek to the keyframe at {float(start.pts * frame.time_base):.3f} s")
                 if time_base is None or time_base != frame.time_base:
                     time_base = Fraction(frame.time_base)
                 if pts0 is None:
@@ -261,14 +313,14 @@ def decode(
                     frame, width=small_size[0], height=small_size[1], format="bgr24", interpolation="FAST_BILINEAR"
                 ).to_ndarray()
                 image = None
-                if t + 1e-6 >= next_sample:  # the sampling grid starts at the first frame
-                    t0 = t if next_sample == -math.inf else t0
+                if t0 is None:
+                    t0 = t  # the sampling grid starts at the first frame
+                if t + 1e-6 >= next_sample:  # the first frame of each sampling period
                     next_sample = t0 + (math.floor((t - t0 + 1e-6) / period) + 1) * period
-                    if want_sample is None or want_sample(t):
-                        image = to_analysis.reformat(
-                            frame, width=analysis_size[0], height=analysis_size[1], format="bgr24"
-                        ).to_ndarray()
-                        image = _upright(image, info.rotation)
+                    image = to_analysis.reformat(
+                        frame, width=analysis_size[0], height=analysis_size[1], format="bgr24"
+                    ).to_ndarray()
+                    image = _upright(image, info.rotation)
                 yield DecodedFrame(
                     index=index,
                     time_s=t,
@@ -279,7 +331,7 @@ def decode(
                     scale=scale,
                 )
                 index += 1
-        if index == 0:
+        if index == first_index:
             raise VideoError("no decodable video frames (corrupt or truncated file)")
     finally:
         container.close()

@@ -16,6 +16,7 @@ FLAGS = {
     "device": "run.device",
     "workers": "run.workers",
     "executor": "run.executor",
+    "address": "run.address",
     "weights_dir": "run.weights_dir",
     "shot_detector": "shots.detector",
     "sample_fps": "sampling.fps",
@@ -101,8 +102,12 @@ class _Bars:
               help="Where models run. auto: CUDA when available.  [default: auto]")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Videos processed in parallel (one process each; the cores are split between them).  [default: 1]")
-@click.option("--executor", type=click.Choice(["processes", "serial"]), default=None,
-              help="How workers run.  [default: processes]")
+@click.option("--executor", type=click.Choice(["processes", "serial", "ray"]), default=None,
+              help="How workers run: local processes, this process, or a Ray cluster (pip install "
+                   "'vidpipe[ray]'; --workers is then per machine).  [default: processes]")
+@click.option("--address", default=None, metavar="ADDR",
+              help="With --executor ray: the cluster to join (e.g. ray://head:10001, or auto for the one "
+                   "`ray start` made here); without it, a private Ray instance is started on this machine.")
 @click.option("--weights", "weights_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory with model files, searched before $VIDPIPE_WEIGHTS, ./weights and the user cache.")
 @click.option("--face-backend", type=click.Choice(list(FACE_PRESETS)), default=None,

@@ -2,9 +2,11 @@
 
 The decode loop streams frames: each frame feeds the shot detector; sampled frames of the
 current shot are held until its end is known. Then the shot is judged as a clip and, when
-kept, handed to the configured stages in order; their rows go to the store writer. Nothing
-grows with video length: at most one shot's sampled frames are held (frames of shots
-already longer than any kept clip are not even sampled). The runner knows no stage by
+kept, handed to the configured stages in order; their rows go to the store writer. The
+decode loop runs on its own thread, a bounded number of shots ahead of the stages, so the
+models never wait for the decoder. Nothing grows with video length: a few shots' sampled
+frames at most are held (of a shot longer than any kept clip, only its first frames). A
+long video may be processed in time ranges (`vidpipe.ranges`). The runner knows no stage by
 name: it loops over `Stage` objects and applies their `StageResult`s.
 """
 
@@ -17,16 +19,18 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from vidpipe._version import __version__
 from vidpipe.backends.base import Detections
-from vidpipe.config import Config
+from vidpipe.config import ClipsConfig, Config
+from vidpipe.pipeline.ahead import run_ahead
 from vidpipe.pipeline.clips import Clip, judge_shot
 from vidpipe.pipeline.shots import ShotDetector
 from vidpipe.pipeline.stage import ClipContext, Frame, Stage, backend_owner, stage_classes
+from vidpipe.ranges import SpanWatch, plan_spans
 from vidpipe.registry import Backends, NoBackendAvailable, log_once
 from vidpipe.store import Manifest, VideoLock, VideoWriter, finished, record_path, table_schemas
 from vidpipe.util import first_line
@@ -45,7 +49,9 @@ class VideoOutcome:
 
     path: str
     video_id: str | None
-    status: str  # 'ok' | 'error' | 'skipped' (done before, same content and config) | 'busy' (another process has it)
+    # 'ok' | 'error' | 'skipped' (done before, same content and config) | 'busy' (another process has it)
+    # | 'split' (a long video: process its `spans`, then merge) | 'range' (one of those processed)
+    status: str
     error: str | None = None
     warning: str | None = None
     n_clips: int = 0
@@ -55,6 +61,7 @@ class VideoOutcome:
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per part: decode, shots, <stage>, write
     model_seconds: float = 0.0  # pure inference time of every network call
     model_calls: dict[str, int] = field(default_factory=dict)  # network calls per backend task
+    spans: list[Any] = field(default_factory=list)  # status 'split': the time ranges to process (vidpipe.ranges)
 
 
 class _Clock:
@@ -71,60 +78,52 @@ class _Clock:
             self.seconds[part] += time.perf_counter() - started
 
 
-class _ShotAccumulator:
-    """Holds the sampled frames of the current shot; when its end is known, judges it as a
-    clip, runs the stages on kept clips only, and hands the rows to the writer."""
+@dataclass
+class _Shot:
+    """A shot whose end is known: judged as a clip, with its sampled frames."""
 
-    def __init__(self, info: VideoInfo, cfg: Config, stages: list[Stage], writer: VideoWriter, clock: _Clock):
-        self.info, self.cfg, self.stages, self.writer, self.clock = info, cfg, stages, writer, clock
+    clip: Clip
+    frames: list[DecodedFrame]
+
+
+class _ShotAccumulator:
+    """Holds the sampled frames of the current shot until its end is known.
+
+    A shot already longer than any kept clip keeps only its first `max_duration_s` of
+    frames (they are counted in its row; nothing else looks at them). A frame is judged by
+    its own shot's start, so the detector's lag is respected: a cut is reported a few frames
+    after it happens, and the frames in between belong to the new shot."""
+
+    def __init__(self, video_id: str, cfg: ClipsConfig, lag_frames: int):
+        self.video_id, self.cfg, self.lag = video_id, cfg, lag_frames
         self.start_s: float | None = None
         self.index = 0
         self.frames: list[DecodedFrame] = []  # sampled frames of the current shot (and maybe the next)
-        self.clips: list[Clip] = []
-
-    def wants(self, time_s: float) -> bool:
-        # Frames of a shot already longer than any kept clip are not worth analysing.
-        return self.start_s is None or time_s - self.start_s <= self.cfg.clips.max_duration_s
 
     def add_frame(self, frame: DecodedFrame) -> None:
         if self.start_s is None:
             self.start_s = frame.time_s  # the first clip starts at the first frame
         if frame.image is not None:
             self.frames.append(frame)
+        settled = frame.index - self.lag  # frames up to this one are in the current shot for sure
+        limit = self.start_s + self.cfg.max_duration_s
+        if self.frames and self.frames[-1].time_s > limit:
+            self.frames = [f for f in self.frames if f.time_s <= limit or f.index > settled]
 
-    def close_shot(self, end_s: float) -> None:
+    def begin(self, start_s: float) -> None:
+        """The first shot starts at `start_s` (a time range of a long video): earlier frames go."""
+        self.start_s = start_s
+        self.frames = [f for f in self.frames if f.time_s >= start_s]
+
+    def close_shot(self, end_s: float) -> _Shot | None:
         if self.start_s is None or end_s <= self.start_s:
-            return
-        clip = judge_shot(self.info.video_id, self.index, self.start_s, end_s, self.cfg.clips)
+            return None
+        clip = judge_shot(self.video_id, self.index, self.start_s, end_s, self.cfg)
         inside = [f for f in self.frames if f.time_s < end_s]
         self.frames = [f for f in self.frames if f.time_s >= end_s]
-        fields: dict[str, Any] = {}
-        for stage in self.stages:
-            fields.update(stage.empty_fields())
-        if clip.kept:
-            fields.update(self._run_stages(clip, inside))
-        self.writer.add("clips", [{**clip.row(len(inside)), **fields}])
-        self.clips.append(clip)
         self.index += 1
         self.start_s = end_s
-
-    def _run_stages(self, clip: Clip, frames: list[DecodedFrame]) -> dict[str, Any]:
-        ctx = ClipContext(self.info, clip, [Frame(f.index, f.time_s, f.image, f.scale) for f in frames])
-        for stage in self.stages:
-            result = self.clock.timed(stage.name, lambda: stage.process(ctx))
-            if result.found is not None:
-                replaced = np.isin(ctx.found.kind, np.unique(result.found.kind))
-                ctx.found = Detections.merge([ctx.found[~replaced], result.found])
-            ctx.searched.update(result.searched)
-            ctx.fields.update(result.fields)
-            if result.record is not None:
-                ctx.records[stage.name] = result.record
-            for table, rows in result.rows.items():
-                self.clock.timed("write", lambda: self.writer.add(table, rows))
-            if result.reject:
-                clip.reject(result.reject)
-                break
-        return ctx.fields
+        return _Shot(clip, inside)
 
 
 def config_backends(cfg: Config) -> Backends:
@@ -194,12 +193,17 @@ class Pipeline:
 
 
 class VideoProcessor:
-    """Everything one worker needs to turn a video file into store rows."""
+    """Everything one worker needs to turn a video file into store rows.
 
-    def __init__(self, pipeline: Pipeline, out: Path):
+    Videos longer than 1.5 x `split_s` (0: never) come back from `process` with status
+    'split' and their time ranges (`vidpipe.ranges`), to be processed as separate items by
+    any worker and merged."""
+
+    def __init__(self, pipeline: Pipeline, out: Path, split_s: float = 0.0):
         self.pipeline = pipeline
         self.cfg = pipeline.cfg
         self.out = Path(out)
+        self.split_s = split_s
         self.schemas = table_schemas(type(s) for s in pipeline.stages)
         self.config_hash = pipeline.config_hash()
 
@@ -221,21 +225,27 @@ class VideoProcessor:
             done = finished(self.out, video_id)
             if done is not None and done.config_hash == self.config_hash:
                 return VideoOutcome(str(path), video_id, "skipped", error=done.error)
-            outcome = self._process(path, video_id, progress)
+            spans = plan_spans(path, video_id, self.cfg, self.split_s)
+            if spans:
+                return VideoOutcome(str(path), video_id, "split", spans=spans)
+            outcome = self.process_into(path, video_id, progress)
         finally:
             lock.release()
         outcome.seconds = time.perf_counter() - started
         return outcome
 
-    def _process(self, path: Path, video_id: str, progress) -> VideoOutcome:
+    def process_into(self, path: Path, video_id: str, progress, watch: SpanWatch | None = None,
+                 out: Path | None = None) -> VideoOutcome:
+        """Analyse the video (or with `watch`, the shots of one time range) into the store at
+        `out` (default: the run's store), committed atomically."""
         outcome = VideoOutcome(str(path), video_id, "ok")
         clock = _Clock()
         model_s0, calls0 = self.pipeline.model_stats()
         info = None
-        with VideoWriter(self.out, video_id, self.schemas) as writer:
+        with VideoWriter(out or self.out, video_id, self.schemas) as writer:
             try:
                 info = probe(path, video_id)
-                self._analyse(info, writer, outcome, clock, progress)
+                self._analyse(info, writer, outcome, clock, progress, watch)
             except Exception as e:  # one bad file must not end the run (Ctrl-C still does)
                 if not isinstance(e, VideoError):
                     log.debug("%s: unexpected failure", path, exc_info=True)
@@ -247,46 +257,105 @@ class VideoProcessor:
             outcome.model_seconds = model_s1 - model_s0
             outcome.model_calls = {t: n - calls0.get(t, 0) for t, n in calls1.items()}
             outcome.timings = dict(clock.seconds)  # up to here; the final write is not in the row
-            writer.add("videos", [self._video_row(path, video_id, info, outcome)])
+            writer.add("videos", [self.video_row(path, video_id, info, outcome)])
             clock.timed("write", writer.commit)
             outcome.timings = dict(clock.seconds)
             outcome.rows = {t: n for t, n in writer.rows.items() if t != "videos"}
         return outcome
 
-    def _analyse(self, info: VideoInfo, writer: VideoWriter, outcome: VideoOutcome, clock: _Clock, progress) -> None:
+    def _analyse(self, info: VideoInfo, writer: VideoWriter, outcome: VideoOutcome, clock: _Clock, progress,
+                 watch: SpanWatch | None = None) -> None:
+        """Stages on each shot as it comes; the decode runs `run.decode_ahead` shots ahead on
+        its own thread (its own clock too: the two overlap)."""
         warnings: list[str] = []
-        shots = ShotDetector(self.cfg.shots, info.fps)
-        acc = _ShotAccumulator(info, self.cfg, self.pipeline.stages, writer, clock)
-        last_t = None
+        scan_clock = _Clock()
+        shots = self._shots(info, scan_clock, warnings, progress, watch)
+        for shot in run_ahead(shots, self.cfg.run.decode_ahead):
+            fields: dict[str, Any] = {}
+            for stage in self.pipeline.stages:
+                fields.update(stage.empty_fields())
+            if shot.clip.kept:
+                fields.update(self._run_stages(info, shot, writer, clock))
+            writer.add("clips", [{**shot.clip.row(len(shot.frames)), **fields}])
+            outcome.n_clips += 1
+            outcome.n_clips_kept += shot.clip.kept
+        for part, seconds in scan_clock.seconds.items():
+            clock.seconds[part] += seconds
+        outcome.warning = "; ".join(dict.fromkeys(warnings)) or None
+
+    def _shots(self, info: VideoInfo, clock: _Clock, warnings: list[str], progress,
+               watch: SpanWatch | None) -> Iterator[_Shot]:
+        """Decode -> shot detection -> each shot with its sampled frames, in order. With
+        `watch`, only the shots of one time range: from the cut where it starts to the cut
+        where the next one does (`vidpipe.ranges`)."""
+        if watch is not None:
+            watch.bind(info, self.cfg.shots)
+        shots = ShotDetector(self.cfg.shots, info.fps, origin_s=watch.origin_s if watch else None)
+        acc = _ShotAccumulator(info.video_id, self.cfg.clips, shots.lag_frames)
         frames = iter(decode(
             info,
             small_width=self.cfg.shots.analysis_width,
             sample_fps=self.cfg.sampling.fps,
             max_side=self.cfg.sampling.max_side,
-            want_sample=acc.wants,
             on_warning=warnings.append,
             threads=self.cfg.run.threads,
+            start=watch.decode_from if watch else None,
         ))
+        started = watch is None or watch.decode_from is None
+        last_t = None
         while (frame := clock.timed("decode", lambda: next(frames, None))) is not None:
-            for cut in clock.timed("shots", lambda: shots.push(frame)):
-                acc.close_shot(cut)
-            acc.add_frame(frame)
+            cuts = clock.timed("shots", lambda: shots.push(frame))
             last_t = frame.time_s
+            if watch is not None and (cut := clock.timed("shots", lambda: watch.push(frame, cuts))) is not None:
+                if not started:  # this range's first shot starts here; the one before is not ours
+                    started, cuts = True, []
+                    acc.begin(cut)
+                    warnings.clear()  # the warm-up decode's warnings are the range before's to give
+                if watch.ends_at(cut):  # the next range's first shot starts here
+                    for c in cuts:
+                        if (shot := acc.close_shot(c)) is not None:
+                            yield shot
+                    return
+            if started:
+                for c in cuts:
+                    if (shot := acc.close_shot(c)) is not None:
+                        yield shot
+            acc.add_frame(frame)
             if progress is not None:
                 progress(frame.time_s - info.video_start_s, info.duration_s)
-        for cut in clock.timed("shots", shots.finish):
-            acc.close_shot(cut)
+        if not started:
+            return  # the video ended before this range's first shot
+        for c in clock.timed("shots", shots.finish):
+            if (shot := acc.close_shot(c)) is not None:
+                yield shot
         frame_s = 1.0 / info.fps if info.fps > 0 else 0.0
         end_s = (last_t if last_t is not None else info.video_start_s) + frame_s
-        acc.close_shot(end_s)
+        if (shot := acc.close_shot(end_s)) is not None:
+            yield shot
         if info.video_end_s - end_s > TRUNCATION_TOLERANCE_S:
             warnings.append(f"decoded {end_s - info.video_start_s:.2f} s of {info.duration_s:.2f} s (truncated file?)")
             log.warning("%s: %s", info.path.name, warnings[-1])
-        outcome.warning = "; ".join(dict.fromkeys(warnings)) or None
-        outcome.n_clips = len(acc.clips)
-        outcome.n_clips_kept = sum(c.kept for c in acc.clips)
 
-    def _video_row(self, path: Path, video_id: str, info: VideoInfo | None, outcome: VideoOutcome) -> dict:
+    def _run_stages(self, info: VideoInfo, shot: _Shot, writer: VideoWriter, clock: _Clock) -> dict[str, Any]:
+        clip = shot.clip
+        ctx = ClipContext(info, clip, [Frame(f.index, f.time_s, f.image, f.scale) for f in shot.frames])
+        for stage in self.pipeline.stages:
+            result = clock.timed(stage.name, lambda: stage.process(ctx))
+            if result.found is not None:
+                replaced = np.isin(ctx.found.kind, np.unique(result.found.kind))
+                ctx.found = Detections.merge([ctx.found[~replaced], result.found])
+            ctx.searched.update(result.searched)
+            ctx.fields.update(result.fields)
+            if result.record is not None:
+                ctx.records[stage.name] = result.record
+            for table, rows in result.rows.items():
+                clock.timed("write", lambda: writer.add(table, rows))
+            if result.reject:
+                clip.reject(result.reject)
+                break
+        return ctx.fields
+
+    def video_row(self, path: Path, video_id: str, info: VideoInfo | None, outcome: VideoOutcome) -> dict:
         def of_info(name: str) -> Any:
             return getattr(info, name) if info is not None else None
 

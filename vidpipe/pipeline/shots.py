@@ -22,7 +22,9 @@ DETECTORS = ("adaptive", "content")
 class ShotDetector:
     """Streams frames in, cut times (seconds, the first frame of each new shot) out."""
 
-    def __init__(self, cfg: ShotsConfig, fps: float):
+    def __init__(self, cfg: ShotsConfig, fps: float, origin_s: float | None = None):
+        """`origin_s`: time of the video's first frame (`DecodedFrame.pts` 0), for a detector
+        that starts mid-video (a time range of a long one); by default the first frame pushed."""
         self._fps = Fraction(fps).limit_denominator(100000) if fps > 0 else Fraction(25)
         min_len = FrameTimecode(float(cfg.min_scene_len_s), self._fps)
         if cfg.detector == "adaptive":
@@ -32,11 +34,16 @@ class ShotDetector:
         else:
             raise ValueError(f"unknown shot detector {cfg.detector!r} (choose from {', '.join(DETECTORS)})")
         self._last: FrameTimecode | None = None
-        self._offset = 0.0  # presentation time of the first frame
+        self._offset = origin_s  # presentation time of the video's first frame
+
+    @property
+    def lag_frames(self) -> int:
+        """How many frames back a cut may be reported (PySceneDetect's event buffer)."""
+        return self._detector.event_buffer_length
 
     def push(self, frame: DecodedFrame) -> list[float]:
         """Feed one decoded frame (its ~256 px copy, PySceneDetect's own analysis size)."""
-        if self._last is None:
+        if self._offset is None:
             self._offset = frame.time_s - float(frame.pts * frame.time_base)
         self._last = FrameTimecode(Timecode(pts=frame.pts, time_base=frame.time_base), self._fps)
         return [tc.seconds + self._offset for tc in self._detector.process_frame(self._last, frame.small)]
