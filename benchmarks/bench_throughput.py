@@ -28,6 +28,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_run import store_timings  # noqa: E402  (videos.timings summed over a store's videos)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VIDPIPE_SHARED", REPO.parent / "shared"))
 VIDEOS = SHARED / "media" / "videos"
@@ -190,18 +193,6 @@ def looped(source: Path, seconds: float, work: Path) -> Path:
 def vidpipe_cmd(videos: list[Path], out: Path, executor: str, workers: int | str, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "vidpipe", "run", *map(str, videos), "--out", str(out), "--quiet",
             "--executor", executor, "--workers", str(workers), *extra]
-
-
-def store_timings(out: Path) -> dict[str, float]:
-    """Wall seconds per part (decode, shots, each stage, write, model), summed over the videos."""
-    sys.path.insert(0, str(REPO))
-    import vidpipe
-
-    totals: dict[str, float] = {}
-    for row in vidpipe.read_table(out, "videos", ["timings"]).timings:
-        for part, seconds in row or ():
-            totals[part] = totals.get(part, 0.0) + seconds
-    return totals
 
 
 def bench(name: str, videos: list[Path], executor: str, workers: int, extra: list[str], base: Path) -> Run:
