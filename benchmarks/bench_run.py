@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VIDPIPE_SHARED", REPO.parent / "shared"))
 VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv"}
 DEFAULT_CMD = f"{shlex.quote(sys.executable)} -m vidpipe run {{video}} --out {{out}} --quiet"
+if (SHARED / "weights").is_dir():  # the real models; without them vidpipe falls back to dlib + HOG
+    DEFAULT_CMD += f" --weights {shlex.quote(str(SHARED / 'weights'))}"
 DECODE_TARGET = 4.0  # whole run within 4x decode-only time
 FLAT_TOLERANCE = 0.10  # peak memory of the whole video within 10% of its first 10 s
 OVERHEAD_TARGET = 1.25  # the pipeline's parts within 1.25x (decode + model time)

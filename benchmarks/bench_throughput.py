@@ -191,8 +191,9 @@ def looped(source: Path, seconds: float, work: Path) -> Path:
 
 
 def vidpipe_cmd(videos: list[Path], out: Path, executor: str, workers: int | str, extra: list[str]) -> list[str]:
+    weights = ["--weights", str(SHARED / "weights")] if (SHARED / "weights").is_dir() else []  # else dlib + HOG
     return [sys.executable, "-m", "vidpipe", "run", *map(str, videos), "--out", str(out), "--quiet",
-            "--executor", executor, "--workers", str(workers), *extra]
+            "--executor", executor, "--workers", str(workers), *weights, *extra]
 
 
 def bench(name: str, videos: list[Path], executor: str, workers: int, extra: list[str], base: Path) -> Run:
