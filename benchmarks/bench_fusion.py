@@ -153,7 +153,15 @@ def knobs(args: argparse.Namespace) -> None:
     print("\n### Where each model breaks: one knob of the small set at a time (val mAP@100)\n")
     print("| knob = value | " + " | ".join(f"{a} ({'face' if m == ['face'] else 'all'})" for a, m in KNOB_MODELS) + " |")
     print("|---|" + "---|" * len(KNOB_MODELS))
-    for knob, values in KNOBS.items():
+    chosen = dict(KNOBS)
+    if args.knob:  # e.g. --knob face_noise=0,4 --knob faceless=0.4: only these
+        chosen = {}
+        for item in args.knob:
+            name, _, values = item.partition("=")
+            if name not in KNOBS:
+                raise SystemExit(f"unknown knob {name!r}; knobs: {', '.join(KNOBS)}")
+            chosen[name] = [type(KNOBS[name][0])(v) for v in values.split(",")]
+    for knob, values in chosen.items():
         for value in values:
             train_set, val = dataset(sized_spec("small", seed=args.seed, **{knob: value}), args)
             cells = [fit(train_set, val, a, m, args).map for a, m in KNOB_MODELS]
@@ -349,6 +357,7 @@ def main() -> None:
     p.add_argument("--modalities", choices=["both", "face", "all"], default="both",
                    help="adversarial: face only, all modalities, or both columns (default)")
     p.add_argument("--epochs", type=int, help="adversarial: at most this many epochs (default: the recipe's)")
+    p.add_argument("--knob", action="append", help="knobs: NAME=V1,V2 (repeatable; default: every knob's values)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=3, help="ablation: training seeds per cell")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
