@@ -119,12 +119,12 @@ def adversarial(args: argparse.Namespace) -> None:
     train_set, val = dataset(spec, args)
     archs = args.archs.split(",") if args.archs else ARCHS
     print(f"\n### Adversarial SYNTHETIC set, {args.size}: {describe(train_set, val)}\n")
-    print("| arch | face only: val mAP | all modalities: val mAP | face only: train s (CPU s) | "
-          "all: train s (CPU s) | epochs run / kept (all) |")
-    print("|---|---|---|---|---|---|")
     capped = {"epochs": args.epochs} if args.epochs else {}
     if capped:
         print(f"(at most {args.epochs} epochs instead of the recipe's 60: the time this machine had)\n")
+    print("| arch | face only: val mAP | all modalities: val mAP | face only: train s (CPU s) | "
+          "all: train s (CPU s) | epochs run / kept (all) |")
+    print("|---|---|---|---|---|---|")
     for arch in archs:
         skip = Fit(float("nan"), 0.0, 0.0)
         face = fit(train_set, val, arch, ["face"], args, capped) if args.modalities in ("both", "face") else skip
