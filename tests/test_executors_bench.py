@@ -53,9 +53,19 @@ def test_targets(bench):
     text = bench.report(runs, decode_s=10.0, scan=None, long_runs=long_runs, markdown=False)
     runs[2].startup_s = 14.0  # Ray's start-up left out: 120 s / 50 s against 120 s / 60 s
     assert "Ray 1 worker(s) / local = 1.20x (0.94x)" in bench.report(runs, 10.0, None, [], markdown=False)
-    assert "= 95% (target >= 90%) -> PASS" in text
+    assert "= 95%; without the start-up 95% (target >= 90%) -> PASS" in text
     assert "local: 2 workers / 1 worker throughput = 1.20x (1.20x) (target >= 1.0x) -> PASS" in text
     assert "Ray: 2 workers / 1 worker throughput = 0.80x (0.80x) (target >= 1.0x) -> FAIL" in text
     assert "Ray 1 worker(s) / local = 0.94x (0.94x) (target >= 0.85x) -> PASS" in text
     assert "Ray 2 worker(s) / local = 0.62x (0.62x) (target >= 0.85x) -> FAIL" in text
     assert "-> +6.7% (target <= 10%) -> PASS" in text
+
+
+def test_busy_without_the_start_up(bench):
+    """A one-core start-up pulls a short run under the target while the processing itself keeps
+    the cores busy: the report says both."""
+    one = run(bench, "processes", 1, 60, 60 * bench.CORES * 0.85)
+    one.startup_s, one.startup_cpu_s = 10.0, 1.0  # (102 - 1) CPU s / (50 s x 2 cores) when CORES = 2
+    text = bench.report([one], decode_s=10.0, scan=None, long_runs=[], markdown=False)
+    steady = (60 * bench.CORES * 0.85 - 1.0) / (50 * bench.CORES)
+    assert f"= 85%; without the start-up {steady:.0%} (target >= 90%) -> PASS without the start-up" in text
