@@ -7,6 +7,7 @@ happen inside the commands so that `vidpipe --help` stays fast.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 
@@ -24,6 +25,30 @@ class _TqdmHandler(logging.Handler):
             tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # pragma: no cover - logging must never crash the run
             self.handleError(record)
+
+
+def one_line_errors(fn):
+    """A command's expected failures as one line on stderr and an exit status instead of a
+    traceback: 1 for a problem with the data (identities, review), 2 for configuration,
+    weights or backends."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from vidpipe.config import ConfigError
+        from vidpipe.identities import IdentitiesError
+        from vidpipe.registry import BackendError
+        from vidpipe.weights import WeightsError
+
+        try:
+            return fn(*args, **kwargs)
+        except IdentitiesError as e:
+            click.echo(f"vidpipe: error: {e}", err=True)
+            sys.exit(1)
+        except (ConfigError, WeightsError, BackendError) as e:
+            click.echo(f"vidpipe: error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper
 
 
 def setup_logging(level: str) -> None:

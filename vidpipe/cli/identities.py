@@ -4,45 +4,18 @@ gallery, store from other backends, …), 2 for bad usage, config or weights."""
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from vidpipe.cli import setup_logging
+from vidpipe.cli import one_line_errors, setup_logging
 from vidpipe.cli.run import FACE_PRESETS, build_config
 
 _db = click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path),
                    help="The gallery: an SQLite file (created by `vidpipe enroll`).")
 _store = click.Path(file_okay=False, exists=True, path_type=Path)
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"vidpipe: error: {message}", err=True)
-    sys.exit(code)
-
-
-def _errors(fn):
-    """One line and an exit status instead of a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from vidpipe.config import ConfigError
-        from vidpipe.identities import IdentitiesError
-        from vidpipe.registry import BackendError
-        from vidpipe.weights import WeightsError
-
-        try:
-            return fn(*args, **kwargs)
-        except IdentitiesError as e:
-            _fail(str(e), 1)
-        except (ConfigError, WeightsError, BackendError) as e:
-            _fail(str(e), 2)
-
-    return wrapper
 
 
 def _backend_options(fn):
@@ -73,7 +46,7 @@ def _config(config_file, settings, **flags):
 @click.option("--name", default=None, help="Every photo and video in INPUTS is of this person.")
 @_backend_options
 @click.option("--quiet", "-q", is_flag=True, help="Only the summary and problems.")
-@_errors
+@one_line_errors
 def enroll_cmd(inputs, db, name, config_file, settings, quiet, **flags) -> None:
     """Enrol people from GALLERY_DIR (one sub-folder per person, photos and/or video clips).
 
@@ -115,7 +88,7 @@ def gallery_cli() -> None:
 @gallery_cli.command("list")
 @_db
 @click.option("--files", is_flag=True, help="Also list every file and whether it was used.")
-@_errors
+@one_line_errors
 def gallery_list(db, files) -> None:
     """The people of the gallery, with their faces and files."""
     from vidpipe.identities import Gallery
@@ -134,7 +107,7 @@ def gallery_list(db, files) -> None:
 @gallery_cli.command("remove")
 @click.argument("name")
 @_db
-@_errors
+@one_line_errors
 def gallery_remove(name, db) -> None:
     """Remove person NAME and all their faces."""
     from vidpipe.identities import Gallery
@@ -148,7 +121,7 @@ def gallery_remove(name, db) -> None:
 @click.argument("old")
 @click.argument("new")
 @_db
-@_errors
+@one_line_errors
 def gallery_rename(old, new, db) -> None:
     """Rename person OLD to NEW (merged into NEW when NEW exists)."""
     from vidpipe.identities import Gallery
@@ -163,7 +136,7 @@ def gallery_rename(old, new, db) -> None:
 @click.option("--target-fpir", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Largest share of strangers that may be named.")
 @click.option("--save", is_flag=True, help="Use the result for this gallery from now on.")
-@_errors
+@one_line_errors
 def gallery_calibrate(db, target_fpir, save) -> None:
     """Leave-one-out threshold and margin on the gallery's own faces."""
     from vidpipe.identities import Gallery, calibrate
@@ -190,7 +163,7 @@ def gallery_calibrate(db, target_fpir, save) -> None:
               help="Clothes clusters: cosine distance under which clips join (propagation).")
 @click.option("--voice-distance", type=click.FloatRange(0, 2), default=0.25, show_default=True,
               help="Voice clusters: cosine distance under which clips join (propagation).")
-@_errors
+@one_line_errors
 def tag_cmd(out, db, threshold, margin, min_cluster_size, body_distance, voice_distance) -> None:
     """Tag every kept clip of store OUT with the gallery's people.
 
@@ -226,7 +199,7 @@ _out = click.option("--out", "-o", "out", required=True, type=_store, help="The 
 
 @people_cli.command("unknown")
 @_out
-@_errors
+@one_line_errors
 def people_unknown(out) -> None:
     """Clusters of faces nobody enrolled, most clips first, with a face crop each."""
     from vidpipe.identities import unknown_people
@@ -244,7 +217,7 @@ def people_unknown(out) -> None:
 @click.argument("name")
 @_out
 @_db
-@_errors
+@one_line_errors
 def people_name(cluster, name, out, db) -> None:
     """Enrol unknown person CLUSTER as NAME and tag the store again."""
     from vidpipe.identities import name_cluster
@@ -261,7 +234,7 @@ def people_name(cluster, name, out, db) -> None:
 @click.argument("out", type=_store)
 @click.argument("video", required=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
-@_errors
+@one_line_errors
 def timeline_cmd(out, video, fmt) -> None:
     """Who is seen when, per video of store OUT (or only VIDEO: its id, path or file name).
 
@@ -284,7 +257,7 @@ def timeline_cmd(out, video, fmt) -> None:
 @click.option("--weights", "weights_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory with model files (as for `vidpipe run`).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where models run.")
-@_errors
+@one_line_errors
 def search_cmd(photo, out, top, threshold, as_json, weights_dir, device) -> None:
     """The clips of store OUT where the face in PHOTO appears, best first, with times."""
     from vidpipe.identities import search

@@ -3,34 +3,19 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
 
 import click
 
-from vidpipe.cli import setup_logging
+from vidpipe.cli import one_line_errors, setup_logging
 
 _db = click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path),
                    help="The gallery (SQLite, from `vidpipe enroll`); decisions live beside it in NAME.review.db.")
 _review_db = click.option("--review-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
                           help="Keep the decisions in this file instead.  [default: beside the gallery]")
 _store = click.Path(file_okay=False, exists=True, path_type=Path)
-
-
-def _errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from vidpipe.identities import IdentitiesError
-
-        try:
-            return fn(*args, **kwargs)
-        except IdentitiesError as e:
-            click.echo(f"vidpipe: error: {e}", err=True)
-            sys.exit(1)
-
-    return wrapper
 
 
 @click.command("review")
@@ -42,7 +27,7 @@ def _errors(fn):
               help="Address to listen on. Anything but loopback needs --token.")
 @click.option("--token", default=None, envvar="VIDPIPE_REVIEW_TOKEN",
               help="Access token (16+ characters; also $VIDPIPE_REVIEW_TOKEN).  [default: derived from the review file]")
-@_errors
+@one_line_errors
 def review_cmd(out, db, review_db, port, host, token) -> None:
     """Serve the review page for store OUT: accept, reject, reassign or mark as noise, clip by clip.
 
@@ -77,7 +62,7 @@ def review_cmd(out, db, review_db, port, host, token) -> None:
 @click.option("--no-unknown-distractors", is_flag=True,
               help="Distractors only from clips reviewers marked as noise, not from unknown-people clusters.")
 @click.option("--overwrite", is_flag=True, help="Replace DATASET when it exists.")
-@_errors
+@one_line_errors
 def export_cmd(out, db, review_db, fmt, dest, min_score, reviewed_only, min_passes, seed, no_unknown_distractors,
                overwrite) -> None:
     """Write the reviewed clips of store OUT as a dataset: iQIYI-VID-2019 files or Parquet.
