@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vidpipe.identities.match import normalise
-from vidpipe.util import atomic_path
+from vidpipe.util import atomic_path, shrink
 
 UNKNOWN_DIR = "unknown"
 CLUSTERS_SCHEMA = pa.schema([
@@ -169,11 +169,7 @@ def write_crop(target: Path, video: Path, time_s: float, bbox: np.ndarray) -> bo
         return False
     if frame is None:
         return False
-    face = crop(frame, np.asarray(bbox, np.float32), pad=0.3)
-    scale = min(1.0, CROP_SIDE / max(face.shape[:2]))
-    if scale < 1.0:
-        face = cv2.resize(face, (max(1, round(face.shape[1] * scale)), max(1, round(face.shape[0] * scale))),
-                          interpolation=cv2.INTER_AREA)
+    face, _ = shrink(crop(frame, np.asarray(bbox, np.float32), pad=0.3), CROP_SIDE)
     ok, data = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         return False

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vidpipe.review.queue import Clip, Face, Video
+from vidpipe.util import shrink
 
 # What Chromium, Firefox and Safari play from a file (HEVC, MPEG-4 part 2, AVI… are not).
 PLAYABLE_CODECS = {"h264", "vp8", "vp9", "av1"}
@@ -65,11 +66,7 @@ def face_jpeg(video: Video, face: Face, side: int = CROP_SIDE) -> bytes:
         raise MediaGone(str(e)) from None
     if frame is None:
         raise MediaGone(f"no frame at {face.time_s:.2f} s in {video.path}")
-    image = crop(frame, np.asarray(face.bbox, np.float32), pad=0.3)
-    scale = min(1.0, side / max(image.shape[:2]))
-    if scale < 1.0:
-        image = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
-                           interpolation=cv2.INTER_AREA)
+    image, _ = shrink(crop(frame, np.asarray(face.bbox, np.float32), pad=0.3), side)
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 88])
     if not ok:
         raise MediaGone("cannot encode the crop")
