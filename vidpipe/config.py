@@ -33,6 +33,7 @@ class RunConfig:
     gpus_per_worker: float = 0.0  # with Ray: share of a GPU each worker asks for (e.g. 0.25); 0: none
     split_s: float = 600.0  # videos longer than 1.5x this are processed in ranges of about this length; 0: never
     decode_ahead: int = 2  # shots decoded ahead of the models, on a thread; 0: on the models' thread
+    batch_frames: int = 128  # kept clips are handed to the stages together up to this many sampled frames (x8 on CUDA)
     weights_dir: str | None = None
     extensions: tuple[str, ...] = (
         ".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from vidpipe.backends.base import HEAD, Detections
-from vidpipe.pipeline.stage import ClipContext, Stage, StageResult, register_stage
+from vidpipe.pipeline.stage import ClipContext, Stage, StageResult, detect_across, register_stage
 
 REJECT_REASON = "no_major_character"
 
@@ -32,7 +32,7 @@ class MajorCharacterConfig:
     max_per_class: int = 100  # wholebody: NMS cap per class (the file says 20; crowds have more)
     model_path: str | None = None  # yolo_onnx / yolo_pt: your model file
     head_class: int = 0  # yolo_onnx / yolo_pt: the class index of heads
-    batch_size: int = 16  # frames per detector call
+    batch_size: int = 16  # frames per detector call, across clips
 
 
 def judge_frames(heads: Detections, n_frames: int, area_ratio: float) -> tuple[np.ndarray, np.ndarray]:
@@ -56,15 +56,23 @@ class MajorCharacterStage(Stage):
     name = "major_character"
     config = MajorCharacterConfig
     order = 10.0
+    provides = ("major",)  # HEAD rows, the major one of each valid frame marked data["major"]
     backends = {"detector": "head_detector"}
     clip_columns = (pa.field("valid_frame_ratio", pa.float32()),)  # valid frames / sampled frames
 
     def process(self, ctx: ClipContext) -> StageResult:
-        detector, batch = self.models["detector"], max(1, self.options.batch_size)
-        images = ctx.images
-        found = Detections.merge([detector.detect(images[i : i + batch]).shifted(i) for i in range(0, len(images), batch)])
+        return self.process_batch([ctx])[0]
+
+    def process_batch(self, ctxs: list[ClipContext]) -> list[StageResult]:
+        """Heads on the frames of all the clips, `batch_size` frames per detector call."""
+        detector = self.models["detector"]
+        return [self.judge(ctx, found) for ctx, found in zip(ctxs, detect_across(detector, ctxs, self.options.batch_size))]
+
+    def judge(self, ctx: ClipContext, found: Detections) -> StageResult:
+        """The rule on one clip's detections."""
+        detector = self.models["detector"]
         is_head = found.kind == HEAD
-        valid, major = judge_frames(found[is_head], len(images), self.options.area_ratio)
+        valid, major = judge_frames(found[is_head], len(ctx.frames), self.options.area_ratio)
         found.data["major"] = np.zeros(len(found), bool)
         found.data["major"][is_head] = major
         ratio = float(valid.mean()) if len(valid) else 0.0
