@@ -11,7 +11,7 @@ import pytest
 
 from vidpipe import registry
 from vidpipe.backends.base import FACE, HEAD, PERSON, Detections
-from vidpipe.backends.person_face import combine
+from vidpipe.backends.person_face import OUT_OF_FRAME, combine
 from vidpipe.backends.wholebody import WholebodyDetector
 from vidpipe.config import Config, ConfigError
 from vidpipe.pipeline.runner import config_backends
@@ -66,13 +66,30 @@ def test_person_face_forms_heads_from_faces_and_faceless_people():
     faces = Detections.of([[100, 100, 140, 150]], [0.9], FACE, landmarks=np.zeros((1, 5, 2), np.float32))
     people = Detections.of([[80, 95, 160, 400],  # the same person as the face
                             [300, 50, 400, 350]], [0.8, 0.7], PERSON)  # seen from behind: no face
-    heads = combine(faces, people, frame=0)
+    heads = combine(faces, people, 0, (480, 640))
     assert heads.kind.tolist() == [HEAD, HEAD] and heads.confidence.tolist() == pytest.approx([0.9, 0.7])
     np.testing.assert_allclose(heads.xyxy[0], [90, 88.25, 150, 155.75])  # 1.5 x 1.35 the face, 0.06 up
     np.testing.assert_allclose(heads.xyxy[1], [325, 50, 375, 108.5])  # half the box wide, at its top
     # A second detection of the same head is merged into the face-derived one.
     twice = Detections.of([[100, 100, 140, 150], [101, 99, 141, 151]], [0.9, 0.95], FACE)
-    assert len(combine(twice, Detections.empty(), 0)) == 1
+    assert len(combine(twice, Detections.empty(), 0, (480, 640))) == 1
+
+
+def test_person_face_marks_heads_of_person_boxes_whose_head_may_be_out_of_frame():
+    """Boxes cut by the top edge, and narrow boxes cut by a side, cover arms, hands or a
+    torso whose head is out of the frame (the hands-only clips of test_major_character.py).
+    Their heads are still heads for the rule, marked so that none is a major head."""
+    h, w = 360, 640
+    people = Detections.of([[100, 0, 360, 160],  # a torso and hands, the head above the frame
+                            [0, 45, 60, 258],  # a raised arm and hand coming in from the left
+                            [580, 40, 640, 300],  # the same from the right
+                            [250, 60, 450, 360],  # a medium shot: cut at the bottom only
+                            [0, 200, 220, 360],  # the head and shoulders of someone seen from behind
+                            ], [0.8, 0.8, 0.8, 0.7, 0.6], PERSON)
+    face = Detections.of([[460, 80, 500, 130]], [0.9], FACE)
+    heads = combine(face, people, 0, (h, w))
+    assert len(heads) == 6 and heads.data[OUT_OF_FRAME].tolist() == [False, True, True, True, False, False]
+    np.testing.assert_allclose(heads.xyxy[4:], [[300, 60, 400, 177], [55, 200, 165, 328.7]], atol=0.01)
 
 
 def test_person_face_reuses_the_runs_face_and_person_detectors(shared):

@@ -7,6 +7,13 @@ its major head is that one. A clip is valid when its valid frames are at least
 that reached this stage; an invalid clip is rejected `no_major_character` (later stages
 skip it, so no face, head or body network runs on it) unless
 `clips.require_major_character` is false, which keeps every clip (crowds, for tagging).
+
+The major character is a person whose head is seen. A head that person_face guessed from a
+person box cut by the frame's top or a side (`head_out_of_frame`: arms, hands, a torso) still
+counts as a head for the rule, but is never accepted as the major head: such a frame has no
+major character for the later stages, and a clip whose valid frames pass the rule but
+whose major heads are seen in fewer than `min_valid_ratio` of its frames is rejected
+`no_major_head_in_frame` (hands-only shots otherwise pass with ratios near 1).
 Major heads are marked `data["major"]` for the faces, heads and bodies stages.
 """
 
@@ -18,9 +25,11 @@ import numpy as np
 import pyarrow as pa
 
 from vidpipe.backends.base import HEAD, Detections
+from vidpipe.backends.person_face import OUT_OF_FRAME
 from vidpipe.pipeline.stage import ClipContext, Stage, StageResult, detect_across, register_stage
 
 REJECT_REASON = "no_major_character"
+HEAD_NOT_SEEN = "no_major_head_in_frame"  # the rule passed, on heads guessed from cut person boxes
 
 
 @dataclass
@@ -72,10 +81,18 @@ class MajorCharacterStage(Stage):
         """The rule on one clip's detections."""
         detector = self.models["detector"]
         is_head = found.kind == HEAD
-        valid, major = judge_frames(found[is_head], len(ctx.frames), self.options.area_ratio)
+        heads = found[is_head]
+        valid, major = judge_frames(heads, len(ctx.frames), self.options.area_ratio)
+        if OUT_OF_FRAME in heads.data:
+            major &= ~heads.data[OUT_OF_FRAME]
         found.data["major"] = np.zeros(len(found), bool)
         found.data["major"][is_head] = major
         ratio = float(valid.mean()) if len(valid) else 0.0
-        keep = ratio >= self.options.min_valid_ratio or not self.settings.clips.require_major_character
+        n = len(ctx.frames)
+        seen_ratio = float(major.sum()) / n if n else 0.0  # one major head per frame at most
+        reject = (REJECT_REASON if ratio < self.options.min_valid_ratio
+                  else HEAD_NOT_SEEN if seen_ratio < self.options.min_valid_ratio else None)
+        if not self.settings.clips.require_major_character:
+            reject = None
         return StageResult(found=found, searched=getattr(detector, "searched", None) or {HEAD: detector.name},
-                           fields={"valid_frame_ratio": ratio}, reject=None if keep else REJECT_REASON)
+                           fields={"valid_frame_ratio": ratio}, reject=reject)
