@@ -117,15 +117,16 @@ def test_clips_reach_a_stage_together_up_to_batch_frames(counting_stage, video, 
 def hamilton_runs(shared, tmp_path_factory):
     """Hamilton through the visual stages one clip at a time, and all clips in one batch."""
     runs = {}
-    for batch_frames in (1, 1_000_000):
+    for batch_frames, coarse_step in ((1, 1), (1_000_000, 1), (1_000_000, 4)):
         cfg = Config()
         cfg.run.weights_dir = str(shared / "weights")
         cfg.set("pipeline.stages", ["major_character", "faces", "heads", "bodies"])
         cfg.set("run.batch_frames", batch_frames)
-        out = tmp_path_factory.mktemp(f"batch{batch_frames}")
+        cfg.set("major_character.coarse_step", coarse_step)  # 1: one pass over every frame, calls easy to count
+        out = tmp_path_factory.mktemp(f"batch{batch_frames}-{coarse_step}")
         report = vidpipe.run(shared / "media/videos/short_hamilton_clip.mp4", out, cfg)
         assert report.exit_code == 0
-        runs[batch_frames] = (out, report.outcomes[0], cfg)
+        runs[batch_frames if coarse_step == 1 else "cheap"] = (out, report.outcomes[0], cfg)
     return runs
 
 
@@ -135,6 +136,11 @@ def test_batched_clips_write_byte_identical_stores(hamilton_runs):
     assert one.keys() == every.keys()
     for path in one:
         assert one[path] == every[path], path
+    # The cheap rule (coarse frames first) finds the same rows in the clips it keeps.
+    cheap = _tables(hamilton_runs["cheap"][0])
+    for path in one:
+        if not path.startswith("clips/"):
+            assert cheap[path] == one[path], path
 
 
 def test_detectors_make_one_network_call_per_batch_across_clips(hamilton_runs):

@@ -29,6 +29,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 
 from vidpipe.records import ClipContext, Detections, Frame  # noqa: F401  (the stages' records)
@@ -105,17 +106,22 @@ class Stage(ABC):
         return {f.name: None for f in self.clip_columns}
 
 
-def detect_across(detector, contexts: list[ClipContext], batch: int) -> list[Detections]:
-    """`detector` on every sampled frame of several clips, `batch` frames per call whatever
-    clip they come from; each clip's rows, numbered by its own frames."""
-    images = [image for ctx in contexts for image in ctx.images]
+def detect_across(detector, contexts: list[ClipContext], batch: int,
+                  frames: list[np.ndarray] | None = None) -> list[Detections]:
+    """`detector` on the sampled frames of several clips (all, or each clip's `frames`),
+    `batch` frames per call whatever clip they come from; each clip's rows, numbered by its
+    own frames."""
+    if frames is None:
+        frames = [np.arange(len(ctx.frames)) for ctx in contexts]
+    images = [ctx.frames[i].image for ctx, picked in zip(contexts, frames) for i in picked]
     batch = max(1, batch)
     found = Detections.merge([detector.detect(images[i : i + batch]).shifted(i) for i in range(0, len(images), batch)])
     parts, start = [], 0
-    for ctx in contexts:
-        n = len(ctx.frames)
-        parts.append(found[(found.frame >= start) & (found.frame < start + n)].shifted(-start))
-        start += n
+    for picked in frames:
+        mine = found[(found.frame >= start) & (found.frame < start + len(picked))]
+        mine.frame = np.asarray(picked, np.int32)[mine.frame - start]
+        parts.append(mine)
+        start += len(picked)
     return parts
 
 
