@@ -30,24 +30,9 @@ from vidpipe.pipeline.ahead import run_ahead
 from vidpipe.pipeline.clips import Clip, judge_shot
 from vidpipe.pipeline.shots import ShotDetector
 from vidpipe.pipeline.spans import SpanWatch, plan_spans
-from vidpipe.pipeline.stage import (
-    ClipContext,
-    Frame,
-    Stage,
-    StageResult,
-    backend_owner,
-    check_order,
-    stage_classes,
-)
+from vidpipe.pipeline.stage import ClipContext, Frame, Stage, StageResult, backend_owner, check_order, stage_classes
 from vidpipe.registry import Backends, NoBackendAvailable, log_once
-from vidpipe.store import (
-    Manifest,
-    VideoLock,
-    VideoWriter,
-    finished,
-    record_path,
-    table_schemas,
-)
+from vidpipe.store import Manifest, VideoLock, VideoWriter, finished, record_path, table_schemas
 from vidpipe.util import first_line
 from vidpipe.video import DecodedFrame, VideoError, VideoInfo, content_id, decode, probe
 from vidpipe.weights import describe_file

@@ -34,14 +34,7 @@ from typing import Any
 
 from vidpipe.config import Config, ShotsConfig
 from vidpipe.pipeline.shots import ShotDetector
-from vidpipe.video import (
-    DecodedFrame,
-    DecodeStart,
-    VideoError,
-    VideoInfo,
-    keyframes,
-    probe,
-)
+from vidpipe.video import DecodedFrame, DecodeStart, VideoError, VideoInfo, keyframes, probe
 
 SPLIT_FACTOR = 1.5  # videos longer than this many split_s are split
 WARMUP_S = 1.0  # decoded before the watch starts, so the shot detector's scores are exact
