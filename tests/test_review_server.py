@@ -325,3 +325,28 @@ def test_review_file_beside_the_gallery(stores):
     with pytest.raises(ReviewError, match="not a vidpipe review file"):
         ReviewDB(db)  # the gallery itself is another SQLite file
     assert os.path.exists(db)
+
+
+def test_two_hundred_parallel_requests_all_succeed(served):
+    """A listen backlog of 5 (socketserver's default) made most of 200 simultaneous
+    connections wait out SYN retransmissions (124 of 200 timed out after 5 s)."""
+    import concurrent.futures
+
+    server = served()
+    client = Client(server)
+    start = threading.Barrier(200, timeout=30)
+
+    def one(_):
+        start.wait()
+        conn = http.client.HTTPConnection("127.0.0.1", client.port, timeout=5)
+        try:
+            conn.request("GET", "/static/app.css", headers={"Cookie": client.cookie})
+            return conn.getresponse().status
+        except OSError as e:
+            return repr(e)
+        finally:
+            conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(200) as pool:
+        answers = list(pool.map(one, range(200)))
+    assert answers == [200] * 200, {a: answers.count(a) for a in set(answers)}

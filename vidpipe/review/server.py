@@ -347,6 +347,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 class ReviewServer(ThreadingHTTPServer):
     daemon_threads = True
+    # The listen backlog. socketserver's 5 drops the connections a page (media ranges,
+    # crops, API calls of several tabs) opens at once beyond it: their SYNs wait out
+    # retransmission timeouts. The kernel caps it at net.core.somaxconn.
+    request_queue_size = 1024
 
     def __init__(self, app: ReviewApp, host: str, port: int) -> None:
         self.app = app
