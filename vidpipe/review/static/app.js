@@ -161,6 +161,7 @@ async function decide(verdict, identity) {
     const data = await post("/api/decide", {...query(), clip_id: current.clip_id, verdict, identity});
     show(data.clip, data.remaining);
     $("assign-name").value = "";
+    $("assign-name").blur();  // the keys decide the next clip, not type into the name box
     $("message").textContent = `${data.decided.clip_id}: ${data.decided.verdict} → ${data.decided.label}`;
     await refresh();
   } catch (e) {
