@@ -187,13 +187,14 @@ def _scores(out: Path) -> list[float | None]:
 
 def test_a_review_naming_nobody_overrules_the_tags(tmp_path):
     from vidpipe.review import publish
+    from vidpipe.review.queue import StoreView
 
     out, db = synthetic_store(tmp_path / "s", {"ada": 3})
     clips = pd.read_parquet(out / "clips").clip_id.tolist()
     with ReviewDB(review_db_path(db)) as review:
         review.decide(clips[0], 1, "reject", "r", "ada", 0.7)
         review.decide(clips[1], 1, "noise", "r", "ada", 0.7)
-        publish(out, review, set(clips))
+        publish(out, review, StoreView(out))
     rows = read_identities(out)
     assert rows[rows.source == "review"].set_index("clip_id").identity.to_dict() == {clips[0]: "unknown", clips[1]: "0"}
     assert resolve(rows).clip_id.tolist() == [clips[2]]  # the gallery's 'ada' stands only where nobody overruled it

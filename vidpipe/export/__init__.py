@@ -70,7 +70,7 @@ def export_dataset(out: str | Path, gallery: str | Path, dest: str | Path, optio
     view = StoreView(out)
     with ReviewDB(review_path) as db:
         decisions = db.decisions()
-        publish(out, db, set(view.clips))  # the identities reader agrees with the dataset
+        publish(out, db, view)  # the identities reader agrees with the dataset
     clips = labelled_clips(view, decisions, options.min_score, options.min_passes, options.unknown_distractors)
     if not (clips.identity != NOISE).any():
         raise ExportError(f"nothing to export from {out}: no clip reviewed in {review_path}"
