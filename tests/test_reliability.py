@@ -18,3 +18,47 @@ def test_atomic_writes_get_the_umask_mode_like_any_new_file(tmp_path, umask, mod
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "manifest.json").stat().st_mode) == mode
+
+
+# ---------------------------------------------------------------- item 11: config ranges
+
+BAD_VALUES = [
+    ("sampling.fps", "0", "sampling.fps must be a finite number > 0, not 0.0"),
+    ("sampling.fps", "-1", "sampling.fps must be a finite number > 0, not -1.0"),
+    ("sampling.fps", "nan", "sampling.fps must be a finite number > 0, not nan"),
+    ("sampling.fps", "inf", "sampling.fps must be a finite number > 0, not inf"),
+    ("sampling.max_side", "0", "sampling.max_side must be an integer >= 32, not 0"),
+    ("shots.analysis_width", "0", "shots.analysis_width must be an integer >= 16, not 0"),
+    ("faces.det_threshold", "nan", "faces.det_threshold must be a finite number, not nan"),
+    ("clips.min_duration_s", "40", "clips.min_duration_s (40) must be at most clips.max_duration_s (30)"),
+]
+
+
+def _run_cli(*args: str):
+    from click.testing import CliRunner
+
+    from vidpipe.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.mark.parametrize("key, value, message", BAD_VALUES)
+def test_out_of_range_config_values_are_refused_with_exit_2(tmp_path, key, value, message):
+    """Before: accepted, and the run gave empty results (or a ZeroDivisionError row)."""
+    given = _run_cli("run", str(tmp_path), "--out", str(tmp_path / "out"), "--set", f"{key}={value}")
+    section, name = key.split(".")
+    (tmp_path / "c.toml").write_text(f"[{section}]\n{name} = {value}\n")
+    in_file = _run_cli("run", str(tmp_path), "--out", str(tmp_path / "out"), "--config", str(tmp_path / "c.toml"))
+    for r in (given, in_file):
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_python_api_checks_the_config_too(tmp_path):
+    import vidpipe
+    from vidpipe.config import Config, ConfigError
+
+    cfg = Config()
+    cfg.sampling.fps = 0.0  # set as an attribute: no check on the way in
+    with pytest.raises(ConfigError, match="sampling.fps must be a finite number > 0"):
+        vidpipe.run(tmp_path, tmp_path / "out", cfg)

@@ -153,7 +153,7 @@ def run(
     `on_progress(path, seconds decoded, seconds in all)` while a file is decoded in this
     process.
     """
-    cfg = copy.deepcopy(config or Config())
+    cfg = copy.deepcopy(config or Config()).validate()
     cfg.run.threads = threads_per_worker(cfg.run.workers, cfg.run.threads)
     out = Path(out)
     if isinstance(inputs, (str, os.PathLike)):

@@ -44,7 +44,7 @@ def build_config(config_file: Path | None, settings: tuple[str, ...], flags: dic
         cfg.set("faces.embedder", embedder)
     if flags.get("all_people"):
         cfg.set("clips.require_major_character", False)
-    return cfg
+    return cfg.validate()
 
 
 class _Bars:
