@@ -62,3 +62,41 @@ def test_the_python_api_checks_the_config_too(tmp_path):
     cfg.sampling.fps = 0.0  # set as an attribute: no check on the way in
     with pytest.raises(ConfigError, match="sampling.fps must be a finite number > 0"):
         vidpipe.run(tmp_path, tmp_path / "out", cfg)
+
+
+# ---------------------------------------------------------------- item 13: a named weights dir must exist
+
+@pytest.fixture
+def no_weights_env(tmp_path, monkeypatch):
+    monkeypatch.delenv("VIDPIPE_WEIGHTS", raising=False)
+    monkeypatch.setenv("VIDPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "{d}", "--out", "{d}/out"],
+    ["enroll", "{d}", "--db", "{d}/g.db"],
+    ["search", "{d}/c.toml", "{d}"],
+    ["weights", "list"],
+    ["weights", "verify"],
+])
+def test_every_weights_option_refuses_a_directory_that_is_not_there(no_weights_env, command):
+    """Before: exit 0, quietly on dlib + HOG instead of the models the user pointed at."""
+    d = no_weights_env
+    (d / "c.toml").write_text("")
+    args = [a.format(d=d) for a in command] + ["--weights", str(d / "nonexistent")]
+    r = _run_cli(*args)
+    assert r.exit_code == 2, r.output
+    assert f"weights directory {d / 'nonexistent'} (from --weights) does not exist" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_weights_dir_from_a_config_file_or_the_environment_must_exist(no_weights_env, monkeypatch):
+    d = no_weights_env
+    (d / "c.toml").write_text(f'[run]\nweights_dir = "{d}/typo"\n')
+    r = _run_cli("run", str(d), "--out", str(d / "out"), "--config", str(d / "c.toml"))
+    assert r.exit_code == 2 and f"weights directory {d}/typo (from run.weights_dir in {d / 'c.toml'})" in r.output
+    monkeypatch.setenv("VIDPIPE_WEIGHTS", str(d / "c.toml"))
+    r = _run_cli("run", str(d), "--out", str(d / "out"))
+    assert r.exit_code == 2 and f"weights directory {d / 'c.toml'} (from $VIDPIPE_WEIGHTS) is not a directory" in r.output

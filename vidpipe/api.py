@@ -20,6 +20,7 @@ from vidpipe.executors import get_executor, threads_per_worker
 from vidpipe.pipeline.runner import Pipeline, VideoOutcome, VideoProcessor
 from vidpipe.ranges import MergeTask, RangeTask, may_split, merge_ranges, process_range
 from vidpipe.store import read_table, remove_stale_temporaries
+from vidpipe.weights import check_named_dirs
 
 log = logging.getLogger("vidpipe")
 
@@ -154,6 +155,7 @@ def run(
     process.
     """
     cfg = copy.deepcopy(config or Config()).validate()
+    check_named_dirs(cfg.run.weights_dir)
     cfg.run.threads = threads_per_worker(cfg.run.workers, cfg.run.threads)
     out = Path(out)
     if isinstance(inputs, (str, os.PathLike)):

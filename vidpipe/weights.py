@@ -183,6 +183,18 @@ def search_dirs(weights_dir: str | os.PathLike[str] | None = None) -> list[tuple
     return dirs
 
 
+def check_named_dirs(weights_dir: str | os.PathLike[str] | None, origin: str = "run.weights_dir") -> None:
+    """A weights directory the user named (`weights_dir`, said to come from `origin`, and
+    $VIDPIPE_WEIGHTS) must exist: a typo must not quietly fall back to other backends."""
+    named = [(origin, weights_dir)] if weights_dir is not None else []
+    if os.environ.get(ENV_WEIGHTS):
+        named.append((f"${ENV_WEIGHTS}", os.environ[ENV_WEIGHTS]))
+    for where, d in named:
+        if not Path(d).is_dir():
+            state = "is not a directory" if Path(d).exists() else "does not exist"
+            raise WeightsError(f"weights directory {d} (from {where}) {state}")
+
+
 def _describe_dirs(dirs: Sequence[tuple[str, Path]]) -> str:
     return ", ".join(f"{d} ({origin})" for origin, d in dirs)
 
