@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,65 @@ def test_weights_dir_from_a_config_file_or_the_environment_must_exist(no_weights
     monkeypatch.setenv("VIDPIPE_WEIGHTS", str(d / "c.toml"))
     r = _run_cli("run", str(d), "--out", str(d / "out"))
     assert r.exit_code == 2 and f"weights directory {d / 'c.toml'} (from $VIDPIPE_WEIGHTS) is not a directory" in r.output
+
+
+# ---------------------------------------------------------------- item 6: pickle bombs
+
+def _array_bomb(elements: int) -> bytes:
+    """{b'v.mp4': copy_reg._reconstructor(ndarray, ndarray, (elements,))}: allowed globals
+    only, 76 bytes, asking numpy for `elements` float64s."""
+    return (b"\x80\x02}U\x05v.mp4ccopy_reg\n_reconstructor\n(cnumpy\nndarray\ncnumpy\nndarray\n"
+            b"J" + elements.to_bytes(4, "little") + b"\x85tRs.")
+
+
+# A real object-array pickle (np.empty(3, object)) whose item list was cut to nothing.
+SHORT_OBJECT_ARRAY = (
+    b"\x80\x02cnumpy._core.multiarray\n_reconstruct\nq\x00cnumpy\nndarray\nq\x01K\x00\x85q\x02c_codecs\nencode\n"
+    b"q\x03X\x01\x00\x00\x00bq\x04X\x06\x00\x00\x00latin1q\x05\x86q\x06Rq\x07\x87q\x08Rq\t(K\x01K\x03\x85q\n"
+    b"cnumpy\ndtype\nq\x0bX\x02\x00\x00\x00O8q\x0c\x89\x88\x87q\rRq\x0e(K\x03X\x01\x00\x00\x00|q\x0fNNN"
+    b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK?tq\x10b\x89]q\x11tq\x12b.")
+
+_LOAD_IN_1GB = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from vidpipe.eval.iqiyi_io import IqiyiFormatError, safe_load_pickle, stream_modality_pickle
+try:
+    if sys.argv[2] == "stream":
+        stream_modality_pickle(sys.argv[1], "audio", lambda name, features: None)
+    else:
+        safe_load_pickle(sys.argv[1])
+    print("loaded")
+except IqiyiFormatError as e:
+    print(e)
+peak_kb = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))  # since exec, unlike ru_maxrss
+print(int(peak_kb.split()[1]) >> 10)
+"""
+
+
+@pytest.mark.parametrize("how", ["stream", "whole"])
+@pytest.mark.parametrize("elements", [10**9, 10**8])
+def test_a_pickle_sized_by_its_arguments_is_refused_before_allocating(tmp_path, how, elements):
+    """Before: 10^8 elements loaded (and the 10^9 of the issue drove `train` to 22 GB)."""
+    import subprocess
+    import sys
+
+    bomb = tmp_path / "audio_train.pickle"
+    bomb.write_bytes(_array_bomb(elements))
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run([sys.executable, "-c", _LOAD_IN_1GB, str(bomb), how], capture_output=True, text=True,
+                       env=env, timeout=60)
+    message, peak_mb = r.stdout.splitlines()
+    assert message.startswith(f"{bomb}: refusing to build an array of shape ({elements},)"), r.stdout + r.stderr
+    assert "at most" in message and int(peak_mb) < 200
+
+
+def test_an_object_array_pickle_is_refused_not_a_crash(tmp_path):
+    """Before: numpy segfaulted on the short item list (the whole `train` gone)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "p.pickle").write_bytes(SHORT_OBJECT_ARRAY)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run([sys.executable, "-c", _LOAD_IN_1GB, str(tmp_path / "p.pickle"), "whole"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and "refusing dtype object from a pickle" in r.stdout, (r.returncode, r.stdout, r.stderr)
