@@ -163,3 +163,68 @@ def test_an_object_array_pickle_is_refused_not_a_crash(tmp_path):
     r = subprocess.run([sys.executable, "-c", _LOAD_IN_1GB, str(tmp_path / "p.pickle"), "whole"],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0 and "refusing dtype object from a pickle" in r.stdout, (r.returncode, r.stdout, r.stderr)
+
+
+# ---------------------------------------------------------------- item 8: inputs that are not video files
+
+# `vidpipe ARGS...` in a child process. As root, chmod 000 does not stop reads, so there the
+# permission errors of files and folders named `locked*` are made at their open.
+_VIDPIPE_WITH_LOCKS = """
+import builtins, errno, os, sys
+if os.geteuid() == 0:
+    def deny(real):
+        def call(path, *args, **kwargs):
+            if os.path.basename(os.fspath(path)).startswith("locked"):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            return real(path, *args, **kwargs)
+        return call
+    os.open, os.scandir, builtins.open = deny(os.open), deny(os.scandir), deny(builtins.open)
+from vidpipe.cli import main
+main(sys.argv[1:], prog_name="vidpipe")
+"""
+
+
+def test_fifos_devices_dangling_links_and_unreadable_inputs_are_error_rows(tmp_path):
+    """Before: a FIFO or a link to /dev/zero hung `run` forever; unreadable files and
+    folders and dangling links were only on the console."""
+    import subprocess
+    import sys
+    import time
+
+    import vidpipe
+    from synth import make_video
+
+    videos = tmp_path / "videos"
+    (videos / "locked_folder").mkdir(parents=True)
+    make_video(videos / "good.mp4", [1.2])
+    make_video(videos / "locked_folder" / "inside.mp4", [1.2])
+    make_video(videos / "locked.mp4", [1.2])
+    os.mkfifo(videos / "fifo.mp4")
+    os.symlink("/dev/zero", videos / "zero.mp4")
+    os.symlink(tmp_path / "gone.mp4", videos / "gone.mp4")
+    os.mkfifo(tmp_path / "named_pipe.mkv")
+    for locked in (videos / "locked.mp4", videos / "locked_folder"):
+        locked.chmod(0)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    started = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", _VIDPIPE_WITH_LOCKS, "run", str(videos), str(tmp_path / "named_pipe.mkv"),
+                        "/dev/zero", "--out", str(tmp_path / "out"), "-q", "--set", "pipeline.stages=[]"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    seconds = time.monotonic() - started
+    (videos / "locked_folder").chmod(0o755)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    rows = vidpipe.read_table(tmp_path / "out", "videos").set_index("path")
+    errors = rows.error[rows.status == "error"].to_dict()
+    assert errors == {
+        str(videos / "fifo.mp4"): "not a regular file (a FIFO)",
+        str(videos / "zero.mp4"): "not a regular file (a character device via a symbolic link)",
+        str(videos / "gone.mp4"): f"dangling symbolic link to {tmp_path / 'gone.mp4'}",
+        str(videos / "locked.mp4"): "cannot read file: Permission denied",
+        str(videos / "locked_folder"): "cannot read folder: Permission denied",
+        str(tmp_path / "named_pipe.mkv"): "not a regular file (a FIFO)",
+        "/dev/zero": "not a regular file (a character device)",
+    }
+    assert rows.status[str(videos / "good.mp4")] == "ok"
+    for path, error in errors.items():
+        assert f"{path}: {error}" in r.stderr
+    assert seconds < 60

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from vidpipe.util import atomic_path, atomic_write_text
 
 VIDEOS_SCHEMA = pa.schema([
-    ("video_id", pa.string()),  # sha256 of the file's bytes, first 16 hex digits
+    ("video_id", pa.string()),  # sha256 of the file's bytes, first 16 hex digits (unreadable: sha1 of its path)
     ("path", pa.string()),  # the first path it was found at (every path: the `paths` table)
     ("size_bytes", pa.int64()),
     ("duration_s", pa.float64()),  # of the video stream
@@ -256,6 +256,25 @@ def finished(out: Path, video_id: str) -> FinishedVideo | None:
 
 def path_id(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()[:16]
+
+
+def record_unreadable(out: Path, path: Path, error: str, config_hash: str | None = None) -> str:
+    """The `videos` row (status 'error') of an input that could not even be read: it has no
+    content id, so the row is keyed by a hash of its path. Returns that key."""
+    from vidpipe._version import __version__
+
+    p = Path(path).absolute()
+    video_id = path_id(str(p))
+    row = {"video_id": video_id, "path": str(p), "status": "error", "error": error, "config_hash": config_hash,
+           "vidpipe_version": __version__}
+    with atomic_path(final_path(out, "videos", video_id)) as tmp:
+        pq.write_table(to_arrow([row], VIDEOS_SCHEMA), tmp)
+    return video_id
+
+
+def forget_unreadable(out: Path, path: Path) -> None:
+    """`path` can be read now: its row from a run that could not read it goes."""
+    final_path(out, "videos", path_id(str(Path(path).absolute()))).unlink(missing_ok=True)
 
 
 def record_path(out: Path, path: Path, video_id: str) -> None:
