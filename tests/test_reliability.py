@@ -228,3 +228,80 @@ def test_fifos_devices_dangling_links_and_unreadable_inputs_are_error_rows(tmp_p
     for path, error in errors.items():
         assert f"{path}: {error}" in r.stderr
     assert seconds < 60
+
+
+# ---------------------------------------------------------------- item 10: garbage Parquet files in the store
+
+GARBAGE = b"not a parquet file, whatever its name says\n"
+
+
+def test_run_redoes_a_finished_video_whose_file_is_garbage(tmp_path):
+    """Before: the video was 'already done', and every reader of the table crashed."""
+    import vidpipe
+    from synth import make_video
+    from vidpipe.config import Config
+
+    make_video(tmp_path / "v.mp4", [1.5, 1.5])
+    cfg = Config()
+    cfg.faces.detector = cfg.faces.embedder = "dlib"
+    cfg.set("pipeline.stages", "faces")
+    first = vidpipe.run(tmp_path / "v.mp4", tmp_path / "out", cfg)
+    clips = vidpipe.read_table(tmp_path / "out", "clips")
+    (tmp_path / "out" / "clips" / f"{first.outcomes[0].video_id}.parquet").write_bytes(GARBAGE)
+    again = vidpipe.run(tmp_path / "v.mp4", tmp_path / "out", cfg)
+    assert [o.status for o in again.outcomes] == ["ok"]
+    assert vidpipe.read_table(tmp_path / "out", "clips").equals(clips)
+    assert [o.status for o in vidpipe.run(tmp_path / "v.mp4", tmp_path / "out", cfg).outcomes] == ["skipped"]
+
+
+def test_tag_names_a_garbage_faces_file_in_one_line(tmp_path):
+    """Before: ArrowInvalid traceback."""
+    import numpy as np
+
+    from vidpipe.identities import Gallery
+    from vidpipe.identities.gallery import GalleryFace
+    from vidpipe.identities.synthetic import SYNTHETIC_FINGERPRINT, SyntheticClip, SyntheticFace, write_store
+
+    face = np.eye(16, dtype=np.float32)[0]
+    out, db = tmp_path / "store", tmp_path / "gallery.db"
+    write_store(out, {"v1": [SyntheticClip(0.0, 2.0, [SyntheticFace(0.25 * i, face, (100, 100, 200, 220), 20.0 - i)
+                                                      for i in range(4)], [])]})
+    with Gallery.open(db, create=True) as g:
+        g.require_fingerprint(SYNTHETIC_FINGERPRINT)
+        g.put_source("ada", "/photos/ada/1.jpg", "photo", [GalleryFace(face, (0, 0, 1, 1), 0.9, 20.0)])
+    bad = next((out / "faces").glob("*.parquet"))
+    bad.write_bytes(GARBAGE)
+    r = _run_cli("tag", str(out), "--db", str(db), "--threshold", "0.5", "--margin", "0.1")
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert str(bad) in r.output and r.output.count("\n") == 1, r.output
+
+
+@pytest.fixture
+def tagged_store(tmp_path):
+    """A tagged store of a real video, and its gallery, with a garbage `clips` file."""
+    from review_store import synthetic_store
+
+    out, db = synthetic_store(tmp_path / "s", {"ada": 2, "bob": 2}, audio=False)
+    bad = next((out / "clips").glob("*.parquet"))
+    bad.write_bytes(GARBAGE)
+    return out, db, bad
+
+
+@pytest.mark.parametrize("command", [
+    ["timeline", "{out}"],
+    ["export", "{out}", "--db", "{db}", "--out", "{out}/../dataset"],
+    ["review", "{out}", "--db", "{db}", "--port", "0"],
+])
+def test_commands_name_a_garbage_store_file_in_one_line(tagged_store, command):
+    """Before: timeline, export and review ended in an ArrowInvalid traceback (exit 1)."""
+    import subprocess
+    import sys
+
+    out, db, bad = tagged_store
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run([sys.executable, "-m", "vidpipe", *[a.format(out=out, db=db) for a in command]],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [f"vidpipe: error: unreadable store file {bad}: Parquet magic bytes "
+                                             "not found in footer. Either the file is corrupted or this is not a "
+                                             "parquet file."]

@@ -228,7 +228,7 @@ class VideoProcessor:
         if not lock.acquire(wait=wait):
             return VideoOutcome(str(path), video_id, "busy")
         try:
-            done = finished(self.out, video_id)
+            done = finished(self.out, video_id, self.schemas)  # a file of it that cannot be read: redo it
             if done is not None and done.config_hash == self.config_hash:
                 return VideoOutcome(str(path), video_id, "skipped", error=done.error)
             spans = plan_spans(path, video_id, self.cfg, self.split_s)
