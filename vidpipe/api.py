@@ -19,8 +19,8 @@ from vidpipe.devices import with_device_batches
 from vidpipe.executors import get_executor, threads_per_worker
 from vidpipe.pipeline.runner import Pipeline, VideoOutcome, VideoProcessor
 from vidpipe.ranges import MergeTask, RangeTask, may_split, merge_ranges, process_range
-from vidpipe.store import read_table, record_unreadable, remove_stale_temporaries
-from vidpipe.video import file_problem
+from vidpipe.store import read_table, record_error, remove_stale_temporaries
+from vidpipe.video import content_id, file_problem
 from vidpipe.weights import check_named_dirs
 
 log = logging.getLogger("vidpipe")
@@ -172,7 +172,7 @@ def run(
     pipeline = Pipeline.build(with_device_batches(cfg))
     pipeline.manifest().write(out)
     for outcome in problems:  # recorded like every other failed file
-        outcome.video_id = record_unreadable(out, Path(outcome.path), outcome.error, pipeline.config_hash())
+        outcome.video_id = record_error(out, Path(outcome.path), outcome.error, pipeline.config_hash())
         log.error("%s: %s", outcome.path, outcome.error)
         report.outcomes.append(outcome)
         if on_result is not None:
@@ -211,12 +211,17 @@ def run(
         return []
 
     def lost(task: Task, reason: str) -> VideoOutcome:
-        """A task whose worker kept dying: its video fails (once)."""
+        """A task whose worker kept dying: its video fails (once), with its `videos` row."""
         video_id = getattr(task, "video_id", None)
         if isinstance(task, RangeTask) and video_id in given_up:
             return VideoOutcome(task.path, video_id, "range")
         if video_id is not None:
             given_up.add(video_id)
+        try:
+            video_id = video_id or content_id(Path(task.path))
+        except OSError:
+            pass  # keyed by its path then
+        video_id = record_error(out, Path(task.path), reason, processor.config_hash, video_id)
         return VideoOutcome(str(task.path), video_id, "error", error=reason)
 
     processor = VideoProcessor(pipeline, out, cfg.run.split_s)  # the models already loaded for the manifest

@@ -288,13 +288,15 @@ def path_id(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()[:16]
 
 
-def record_unreadable(out: Path, path: Path, error: str, config_hash: str | None = None) -> str:
-    """The `videos` row (status 'error') of an input that could not even be read: it has no
-    content id, so the row is keyed by a hash of its path. Returns that key."""
+def record_error(out: Path, path: Path, error: str, config_hash: str | None = None,
+                 video_id: str | None = None) -> str:
+    """The `videos` row (status 'error') of an input that failed outside the worker that
+    writes rows: one that could not even be read has no content id, so the row is keyed by
+    a hash of its path. Returns the key."""
     from vidpipe._version import __version__
 
     p = Path(path).absolute()
-    video_id = path_id(str(p))
+    video_id = video_id or path_id(str(p))
     row = {"video_id": video_id, "path": str(p), "status": "error", "error": error, "config_hash": config_hash,
            "vidpipe_version": __version__}
     with atomic_path(final_path(out, "videos", video_id)) as tmp:

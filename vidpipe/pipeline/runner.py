@@ -33,7 +33,7 @@ from vidpipe.pipeline.stage import ClipContext, Frame, Stage, backend_owner, sta
 from vidpipe.ranges import SpanWatch, plan_spans
 from vidpipe.registry import Backends, NoBackendAvailable, log_once
 from vidpipe.store import (
-    Manifest, VideoLock, VideoWriter, finished, forget_unreadable, record_path, record_unreadable, table_schemas,
+    Manifest, VideoLock, VideoWriter, finished, forget_unreadable, record_error, record_path, table_schemas,
 )
 from vidpipe.util import first_line
 from vidpipe.video import DecodedFrame, VideoError, VideoInfo, content_id, decode, file_problem, probe
@@ -222,7 +222,7 @@ class VideoProcessor:
             record_path(self.out, path, video_id)
         except (OSError, VideoError) as e:
             error = str(e) if isinstance(e, VideoError) else f"cannot read file: {e.strerror}"
-            return VideoOutcome(str(path), record_unreadable(self.out, path, error, self.config_hash), "error", error=error)
+            return VideoOutcome(str(path), record_error(self.out, path, error, self.config_hash), "error", error=error)
         forget_unreadable(self.out, path)
         lock = VideoLock(self.out, video_id)
         if not lock.acquire(wait=wait):
