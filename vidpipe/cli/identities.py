@@ -5,6 +5,7 @@ gallery, store from other backends, …), 2 for bad usage, config or weights."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -219,10 +220,17 @@ def people_unknown(out) -> None:
 @_db
 @one_line_errors
 def people_name(cluster, name, out, db) -> None:
-    """Enrol unknown person CLUSTER as NAME and tag the store again."""
-    from vidpipe.identities import name_cluster
+    """Enrol unknown person CLUSTER as NAME and tag the store again.
 
-    r = name_cluster(out, db, cluster, name)
+    A cluster whose faces are of several people is refused (exit 2)."""
+    from vidpipe.identities import name_cluster
+    from vidpipe.identities.people import MixedClusterError
+
+    try:
+        r = name_cluster(out, db, cluster, name)
+    except MixedClusterError as e:
+        click.echo(f"vidpipe: error: {e}", err=True)
+        sys.exit(2)
     click.echo(f"enrolled cluster {cluster} as {name}; {r.changed} clips changed, {r.named} named by face, "
                f"{r.clusters} unknown people left")
 

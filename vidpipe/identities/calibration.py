@@ -31,6 +31,15 @@ DEFAULTS: dict[str, Thresholds] = {
     "dlib:dlib_face_recognition_resnet_model_v1.dat": Thresholds(0.942, 0.0),  # TPIR 95.7 %, FPIR 0.0 %
 }
 
+# Fingerprint.embedder_key -> the least quality (raw embedding norm) of a face clear enough
+# to cluster (`cluster.py`). MobileFaceNet: faces of the shared photos have 7.7-22 (5th
+# percentile 10.8, median 16.7); the blurred Hamilton audience 7.7-10.9 and it embedded
+# close to anyone's low-quality faces (cosines up to 0.74 between strangers). Embedders
+# not listed cluster every face and have no singleton unknown people.
+QUALITY_FLOORS: dict[str, float] = {
+    "arcface:mobilefacenet_128d.onnx": 11.0,
+}
+
 
 @dataclass
 class Trials:

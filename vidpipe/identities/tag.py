@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vidpipe.identities.calibration import DEFAULTS, default_thresholds
+from vidpipe.identities.calibration import DEFAULTS, QUALITY_FLOORS, default_thresholds
 from vidpipe.identities.cluster import (
     ClusterOptions, cluster_faces, crop_path, read_clusters, stable_ids, write_clusters, write_crop,
 )
@@ -130,10 +130,10 @@ class _Tagger:
     """One tagging pass over a store (see the module docstring for the steps)."""
 
     def __init__(self, out: Path, templates: Templates, gallery_id: str, thresholds: Thresholds,
-                 settings: dict, options: TagOptions) -> None:
+                 settings: dict, options: TagOptions, min_quality: float | None = None) -> None:
         from vidpipe.store import read_table
 
-        self.out, self.templates, self.gallery_id = out, templates, gallery_id
+        self.out, self.templates, self.gallery_id, self.min_quality = out, templates, gallery_id, min_quality
         self.thresholds, self.settings, self.options = thresholds, settings, options
         self.library = settings["library"]
         self.state = _State.load(out)
@@ -282,12 +282,14 @@ class _Tagger:
         if not self.library:
             pick = pick & tracks.major.to_numpy(bool)
         chosen = tracks[pick]
-        key = _digest(sorted(chosen.key + "@" + chosen.video_id.map(self.state.videos)) + [self.options.clustering])
+        key = _digest(sorted(chosen.key + "@" + chosen.video_id.map(self.state.videos))
+                      + [self.options.clustering, self.min_quality])
         previous = read_clusters(self.out)
         if key == self.state.unknown_key and not self.fresh:
             self.report.clusters = int(previous.cluster_id.nunique())
             return
-        labels = cluster_faces(self.embeddings[pick], self.options.clustering, self.settings["link"])
+        labels = cluster_faces(self.embeddings[pick], self.options.clustering, self.settings["link"],
+                               chosen.quality.to_numpy(), self.min_quality, chosen.n_faces.to_numpy())
         before = dict(zip(previous.clip_id + "#" + previous.track.astype(str), previous.cluster_id))
         ids, self.state.next_cluster_id = stable_ids(chosen.key.tolist(), labels, before, self.state.next_cluster_id)
         members = chosen.assign(cluster_id=ids)[ids >= 0]
@@ -368,4 +370,5 @@ def tag(out: str | Path, db: str | Path, options: TagOptions | None = None) -> T
                                 base.margin if options.margin is None else options.margin)
     # Tracks do not follow --threshold (changing it re-decides, it does not re-track).
     link = options.link if options.link is not None else DEFAULTS.get(fingerprint.embedder_key, thresholds).threshold
-    return _Tagger(out, templates, gallery_id, thresholds, _store_settings(out, link), options).run()
+    return _Tagger(out, templates, gallery_id, thresholds, _store_settings(out, link), options,
+                   QUALITY_FLOORS.get(fingerprint.embedder_key)).run()
