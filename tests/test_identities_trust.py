@@ -113,3 +113,100 @@ def test_naming_a_cluster_whose_faces_disagree_is_refused(unknowns, tmp_path):
     assert named.exit_code == 0, named.output
     rows = read_identities(out)
     assert (rows.identity == "Six").sum() == (saved.cluster_id == ids["id06"]).sum() >= 3
+
+
+# ---------------------------------------------------------------- search by a photo without a clear face
+
+
+def _skimage_photo(tmp_path: Path, name: str, blur: float = 0.0) -> Path:
+    import cv2
+    import skimage.data
+
+    image = cv2.cvtColor(getattr(skimage.data, name)(), cv2.COLOR_RGB2BGR)
+    if blur:
+        image = cv2.GaussianBlur(image, (0, 0), blur)
+    path = tmp_path / f"{name}{blur or ''}.png"
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def test_search_with_a_photo_without_a_clear_face_says_so(shared, unknowns, tmp_path):
+    """coffee(): no face at all. astronaut() blurred: a face too blurred to search by, which
+    matched five clips at cosine up to 0.68 (her sharp photo matches none)."""
+    out, _, _ = unknowns
+    weights = ["--weights", str(shared / "weights")]
+    for photo, message in [(_skimage_photo(tmp_path, "coffee"), "no face found in"),
+                           (_skimage_photo(tmp_path, "astronaut", blur=6), "no clear face in")]:
+        result = CliRunner().invoke(main, ["search", str(photo), str(out), *weights])
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1 and "clip(s)" not in result.output
+    sharp = CliRunner().invoke(main, ["search", str(_skimage_photo(tmp_path, "astronaut")), str(out), *weights])
+    assert sharp.exit_code == 0 and sharp.output.startswith("0 clip(s)")
+
+
+# ---------------------------------------------------------------- calibration with one photo per person
+
+
+def test_calibrate_with_one_photo_per_person_keeps_the_stated_default(shared, cfg, tmp_path):  # noqa: F811
+    people = tmp_path / "people"
+    for person in ("alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"):
+        first = sorted((shared / FACES / "face_recognition_knn/train" / person).iterdir())[0]
+        link_folder(people / person, [first])
+    db = tmp_path / "one.db"
+    assert enroll(people, db, cfg).people == 5
+    result = CliRunner().invoke(main, ["gallery", "calibrate", "--db", str(db), "--save"])
+    assert result.exit_code == 0, result.output
+    assert "threshold 0.339, margin 0.146: the embedder's default" in result.output and "FPIR 0.0%" in result.output
+    with Gallery.open(db) as g:
+        assert g.calibration == pytest.approx((0.339, 0.146))
+
+
+# ---------------------------------------------------------------- the prototype's open-set threshold
+
+
+@pytest.fixture(scope="module")
+def photo_clips(shared, encoder):  # noqa: F811
+    """One-frame clips of the shared photos: (embeddings, person)."""
+    from vidpipe.identities.encoder import dominant
+
+    rows, people = [], []
+    for path in sorted((shared / FACES).glob("celebrity5_train/*/*")) + sorted((shared / FACES).glob("deepface_ids/*/*")):
+        face = dominant(encoder.photo_faces(path) or [])
+        if face is not None:
+            rows.append(face.embedding)
+            people.append(path.parent.name)
+    return np.stack(rows), np.asarray(people)
+
+
+def _clipset(x: np.ndarray, labels):
+    from vidpipe.models.data import ClipSet, FrameBank
+
+    bank = FrameBank.from_rows(np.arange(len(x)), x.astype(np.float16), len(x), 32)
+    return ClipSet([f"c{i}" for i in range(len(x))], {"face": bank}, labels)
+
+
+def test_prototype_predicts_a_stranger_as_noise(photo_clips, tmp_path):
+    """Prototypes of the five celebrities from half their photos; the six deepface people
+    are strangers. The noise class used to score 0: every stranger was named."""
+    from vidpipe.models.prototype import DEFAULT_THRESHOLD, PrototypeModel
+
+    x, people = photo_clips
+    known = np.isin(people, ["ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"])
+    first_half = np.zeros(len(x), bool)
+    for p in np.unique(people[known]):
+        idx = np.flatnonzero(people == p)
+        first_half[idx[: len(idx) // 2]] = True
+    train = first_half & known
+    model = PrototypeModel.fit(_clipset(x[train], list(people[train])))
+    predicted = np.asarray(model.classes)[model.scores(_clipset(x, None)).argmax(1)]
+    strangers = predicted[~known]
+    held_out = ~first_half & known
+    named_right = np.mean(predicted[held_out] == people[held_out])
+    print(f"\nprototype threshold {model.threshold:.3f}: strangers named {np.mean(strangers != '0'):.1%}, "
+          f"held-out photos named right {named_right:.1%}")
+    assert np.mean(strangers != "0") <= 0.05 and named_right >= 0.8
+    model.save(tmp_path / "m")
+    assert PrototypeModel.load(tmp_path / "m").threshold == pytest.approx(model.threshold)
+    meta = tmp_path / "m" / "model.json"  # a model saved before the threshold existed
+    meta.write_text(meta.read_text().replace('"threshold"', '"old_threshold"'))
+    assert PrototypeModel.load(tmp_path / "m").threshold == DEFAULT_THRESHOLD

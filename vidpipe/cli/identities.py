@@ -139,12 +139,22 @@ def gallery_rename(old, new, db) -> None:
 @click.option("--save", is_flag=True, help="Use the result for this gallery from now on.")
 @one_line_errors
 def gallery_calibrate(db, target_fpir, save) -> None:
-    """Leave-one-out threshold and margin on the gallery's own faces."""
+    """Leave-one-out threshold and margin on the gallery's own faces.
+
+    \b
+    Leave-one-out needs a person with two faces or more. When every person has one face,
+    the embedder's default is kept and its FPIR on the gallery's faces is printed: for
+    MobileFaceNet (the default embedder) threshold 0.339, margin 0.146, calibrated on the
+    shared photos (16 people); with one reference photo per person it names the right
+    person for 89 % of their other photos and 0.6 % of strangers."""
     from vidpipe.identities import Gallery, calibrate
+    from vidpipe.identities.calibration import DEFAULTS
 
     with Gallery.open(db) as gallery:
         embeddings, names = gallery.face_embeddings()
-        result = calibrate(embeddings, names, target_fpir)
+        fingerprint = gallery.fingerprint
+        default = DEFAULTS.get(fingerprint.embedder_key) if fingerprint is not None else None
+        result = calibrate(embeddings, names, target_fpir, default)
         if save:
             gallery.save_calibration(result.thresholds.threshold, result.thresholds.margin)
     click.echo(result.summary() + ("; saved" if save else ""))
