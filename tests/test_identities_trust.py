@@ -210,3 +210,68 @@ def test_prototype_predicts_a_stranger_as_noise(photo_clips, tmp_path):
     meta = tmp_path / "m" / "model.json"  # a model saved before the threshold existed
     meta.write_text(meta.read_text().replace('"threshold"', '"old_threshold"'))
     assert PrototypeModel.load(tmp_path / "m").threshold == DEFAULT_THRESHOLD
+
+
+# ---------------------------------------------------------------- recall with one reference photo
+
+
+SHAKE_PEOPLE = ["celebrity5_train/ben_afflek", "celebrity5_train/elton_john", "celebrity5_train/jerry_seinfeld",
+                "celebrity5_train/madonna", "celebrity5_train/mindy_kaling", "deepface_ids/id01", "deepface_ids/id02",
+                "deepface_ids/id03", "deepface_ids/id04", "deepface_ids/id05", "deepface_ids/id06"]
+SHAKE_BLUR = [0, 0, 9, 15, 25]  # motion blur (px) of successive frames, as a handheld camera
+SHAKE_S = 2.0
+RIGHT_SHAKY = 21  # of 22; 20 when the template is the mean of every face, blurred ones too
+
+
+def _motion_blur(image: np.ndarray, length: int, angle: float) -> np.ndarray:
+    import cv2
+
+    if length < 2:
+        return image
+    kernel = np.zeros((length, length), np.float32)
+    kernel[length // 2, :] = 1 / length
+    turn = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), angle, 1)
+    return cv2.filter2D(image, -1, cv2.warpAffine(kernel, turn, (length, length)))
+
+
+@pytest.fixture(scope="module")
+def shaky(shared, cfg, tmp_path_factory):  # noqa: F811
+    """Two photos of each of 11 people (not their first), 2 s each, zooming slowly with
+    motion blur on some frames; library mode; each person enrolled from their first photo."""
+    import cv2
+
+    from test_identities_media import write_video
+
+    root = tmp_path_factory.mktemp("shaky")
+    frames, truth = [], []
+    for person in SHAKE_PEOPLE:
+        for path in sorted((shared / FACES / person).iterdir())[1:3]:
+            image = cv2.imread(str(path))
+            truth.append(Path(person).name)
+            for i in range(int(SHAKE_S * 10)):
+                zoomed = cv2.resize(image, None, fx=1 + 0.005 * i, fy=1 + 0.005 * i)
+                frames.append(_motion_blur(zoomed, SHAKE_BLUR[i % len(SHAKE_BLUR)], 37.0 * i))
+    write_video(root / "videos" / "shaky.mp4", frames)
+    out = root / "store"
+    assert vidpipe.run(root / "videos", out, with_stages(cfg, "faces", library=True)).exit_code == 0
+    for person in SHAKE_PEOPLE:
+        link_folder(root / "refs" / Path(person).name, sorted((shared / FACES / person).iterdir())[:1])
+    enroll(root / "refs", root / "refs.db", cfg)
+    return out, root / "refs.db", truth
+
+
+def test_one_reference_photo_names_shaky_shots(shaky):
+    """The track's template is the mean of its clear faces: the blurred frames no longer
+    pull it away from the person."""
+    out, db, truth = shaky
+    tag(out, db)
+    clips = vidpipe.read_table(out, "clips").query("status == 'ok'")
+    rows = read_identities(out)
+    right = wrong = 0
+    for clip in clips.itertuples():
+        person = truth[int(((clip.start_s + clip.end_s) / 2) // SHAKE_S)]
+        names = set(rows.identity[(rows.clip_id == clip.clip_id) & (rows.identity != "unknown")])
+        right += person in names
+        wrong += bool(names - {person})
+    print(f"\none reference photo per person: {right} of {len(clips)} shaky shots named right, {wrong} wrong")
+    assert wrong == 0 and right >= RIGHT_SHAKY

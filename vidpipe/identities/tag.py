@@ -117,11 +117,12 @@ def _digest(items) -> str:
     return hashlib.sha1("\n".join(map(str, items)).encode()).hexdigest()
 
 
-def _store_settings(out: Path, link: float) -> dict:
+def _store_settings(out: Path, link: float, min_quality: float | None) -> dict:
     config = json.loads((out / "manifest.json").read_text()).get("config", {})
     try:
         return {"library": not config["clips"]["require_major_character"], "top_k": int(config["faces"]["top_k"]),
-                "period_s": 1.0 / float(config["sampling"]["fps"]), "link": round(float(link), 6)}
+                "period_s": 1.0 / float(config["sampling"]["fps"]), "link": round(float(link), 6),
+                "min_quality": min_quality}
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         raise IdentitiesError(f"{out}/manifest.json lacks the clips, faces or sampling settings") from None
 
@@ -155,7 +156,8 @@ class _Tagger:
             mine = self.clips[self.clips.video_id == vid]
             spans = dict(zip(mine.index, zip(mine.start_s, mine.end_s)))
             table = video_tracks(self.out / "faces" / f"{vid}.parquet", spans, vid, self.library,
-                                 self.settings["link"], self.settings["top_k"], self.settings["period_s"])
+                                 self.settings["link"], self.settings["top_k"], self.settings["period_s"],
+                                 self.min_quality)
             with atomic_path(tracks_dir / f"{vid}.parquet") as tmp:
                 pq.write_table(table, tmp)
             self.report.videos_tracked += 1
@@ -370,5 +372,6 @@ def tag(out: str | Path, db: str | Path, options: TagOptions | None = None) -> T
                                 base.margin if options.margin is None else options.margin)
     # Tracks do not follow --threshold (changing it re-decides, it does not re-track).
     link = options.link if options.link is not None else DEFAULTS.get(fingerprint.embedder_key, thresholds).threshold
-    return _Tagger(out, templates, gallery_id, thresholds, _store_settings(out, link), options,
-                   QUALITY_FLOORS.get(fingerprint.embedder_key)).run()
+    min_quality = QUALITY_FLOORS.get(fingerprint.embedder_key)
+    return _Tagger(out, templates, gallery_id, thresholds, _store_settings(out, link, min_quality), options,
+                   min_quality).run()
