@@ -169,7 +169,7 @@ def gallery_calibrate(db, target_fpir, save) -> None:
 @click.option("--threshold", type=float, default=None, help="Minimum cosine to a person.  [default: calibrated]")
 @click.option("--margin", type=float, default=None, help="Minimum lead over the runner-up.  [default: calibrated]")
 @click.option("--min-cluster-size", type=click.IntRange(min=2), default=3, show_default=True,
-              help="Fewest clips that make an unknown person.")
+              help="Fewest clips that make a group of unknown faces a person (a clear close-up alone is one too).")
 @click.option("--body-distance", type=click.FloatRange(0, 2), default=0.3, show_default=True,
               help="Clothes clusters: cosine distance under which clips join (propagation).")
 @click.option("--voice-distance", type=click.FloatRange(0, 2), default=0.25, show_default=True,

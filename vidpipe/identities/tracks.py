@@ -16,8 +16,9 @@ A track's template is the normalised mean of its `top_k` best faces by quality (
 `calibration.QUALITY_FLOORS`) when it has any: a shot's blurred frames pull the mean
 towards every blurred face, away from the person. With one reference photo per person, on
 132 shots of the other photos of the 11 people of `cluster.py`, filmed zooming with motion
-blur on some frames: 113 -> 116 shots named right, none named wrong. Its time range runs from its first face to one sampling period after its last,
-snapped to the clip's cuts when within a period of them.
+blur on some frames: 113 -> 116 shots named right, none named wrong. Its time range runs
+from its first face to one sampling period after its last, snapped to the clip's cuts
+when within a period of them.
 """
 
 from __future__ import annotations
