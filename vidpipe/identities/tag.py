@@ -39,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vidpipe.identities.calibration import DEFAULTS, default_thresholds
+from vidpipe.identities.calibration import DEFAULTS, QUALITY_FLOORS, default_thresholds
 from vidpipe.identities.cluster import (
     ClusterOptions, cluster_faces, crop_path, read_clusters, stable_ids, write_clusters, write_crop,
 )
@@ -127,11 +127,12 @@ def _digest(items) -> str:
     return hashlib.sha1("\n".join(map(str, items)).encode()).hexdigest()
 
 
-def _store_settings(out: Path, link: float) -> dict:
+def _store_settings(out: Path, link: float, min_quality: float | None) -> dict:
     config = json.loads((out / "manifest.json").read_text()).get("config", {})
     try:
         return {"library": not config["clips"]["require_major_character"], "top_k": int(config["faces"]["top_k"]),
-                "period_s": 1.0 / float(config["sampling"]["fps"]), "link": round(float(link), 6)}
+                "period_s": 1.0 / float(config["sampling"]["fps"]), "link": round(float(link), 6),
+                "min_quality": min_quality}
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         raise IdentitiesError(f"{out}/manifest.json lacks the clips, faces or sampling settings") from None
 
@@ -140,10 +141,11 @@ class _Tagger:
     """One tagging pass over a store (see the module docstring for the steps)."""
 
     def __init__(self, out: Path, templates: Templates, gallery_id: str, thresholds: Thresholds,
-                 settings: dict, options: TagOptions, named_clusters: Iterable[int] = ()) -> None:
+                 settings: dict, options: TagOptions, named_clusters: Iterable[int] = (),
+                 min_quality: float | None = None) -> None:
         from vidpipe.store import read_table
 
-        self.out, self.templates, self.gallery_id = out, templates, gallery_id
+        self.out, self.templates, self.gallery_id, self.min_quality = out, templates, gallery_id, min_quality
         self.thresholds, self.settings, self.options = thresholds, settings, options
         self.library = settings["library"]
         self.state = _State.load(out, named_clusters)
@@ -165,7 +167,8 @@ class _Tagger:
             mine = self.clips[self.clips.video_id == vid]
             spans = dict(zip(mine.index, zip(mine.start_s, mine.end_s)))
             table = video_tracks(self.out / "faces" / f"{vid}.parquet", spans, vid, self.library,
-                                 self.settings["link"], self.settings["top_k"], self.settings["period_s"])
+                                 self.settings["link"], self.settings["top_k"], self.settings["period_s"],
+                                 self.min_quality)
             with atomic_path(tracks_dir / f"{vid}.parquet") as tmp:
                 pq.write_table(table, tmp)
             self.report.videos_tracked += 1
@@ -292,12 +295,14 @@ class _Tagger:
         if not self.library:
             pick = pick & tracks.major.to_numpy(bool)
         chosen = tracks[pick]
-        key = _digest(sorted(chosen.key + "@" + chosen.video_id.map(self.state.videos)) + [self.options.clustering])
+        key = _digest(sorted(chosen.key + "@" + chosen.video_id.map(self.state.videos))
+                      + [self.options.clustering, self.min_quality])
         previous = read_clusters(self.out)
         if key == self.state.unknown_key and not self.fresh:
             self.report.clusters = int(previous.cluster_id.nunique())
             return
-        labels = cluster_faces(self.embeddings[pick], self.options.clustering, self.settings["link"])
+        labels = cluster_faces(self.embeddings[pick], self.options.clustering, self.settings["link"],
+                               chosen.quality.to_numpy(), self.min_quality, chosen.n_faces.to_numpy())
         before = dict(zip(previous.clip_id + "#" + previous.track.astype(str), previous.cluster_id))
         ids, self.state.next_cluster_id = stable_ids(chosen.key.tolist(), labels, before, self.state.next_cluster_id)
         members = chosen.assign(cluster_id=ids)[ids >= 0]
@@ -385,4 +390,6 @@ def _tag(out: Path, db: str | Path, options: TagOptions | None) -> TagReport:
                                 base.margin if options.margin is None else options.margin)
     # Tracks do not follow --threshold (changing it re-decides, it does not re-track).
     link = options.link if options.link is not None else DEFAULTS.get(fingerprint.embedder_key, thresholds).threshold
-    return _Tagger(out, templates, gallery_id, thresholds, _store_settings(out, link), options, named).run()
+    min_quality = QUALITY_FLOORS.get(fingerprint.embedder_key)
+    return _Tagger(out, templates, gallery_id, thresholds, _store_settings(out, link, min_quality), options, named,
+                   min_quality).run()
