@@ -135,9 +135,9 @@ def test_search_with_a_photo_without_a_clear_face_says_so(shared, unknowns, tmp_
     matched five clips at cosine up to 0.68 (her sharp photo matches none)."""
     out, _, _ = unknowns
     weights = ["--weights", str(shared / "weights")]
-    for photo, message in [(_skimage_photo(tmp_path, "coffee"), "no face found in"),
+    for query, message in [(_skimage_photo(tmp_path, "coffee"), "no face found in"),
                            (_skimage_photo(tmp_path, "astronaut", blur=6), "no clear face in")]:
-        result = CliRunner().invoke(main, ["search", str(photo), str(out), *weights])
+        result = CliRunner().invoke(main, ["search", str(query), str(out), *weights])
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1 and "clip(s)" not in result.output
     sharp = CliRunner().invoke(main, ["search", str(_skimage_photo(tmp_path, "astronaut")), str(out), *weights])
