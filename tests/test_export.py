@@ -161,6 +161,44 @@ def test_an_interrupted_export_leaves_nothing(store, tmp_path, monkeypatch):
     assert sorted(p.name for p in dest.iterdir()) == before and [p.name for p in tmp_path.iterdir()] == ["ds"]
 
 
+KILL_BETWEEN_RENAMES = """
+import os, signal, sys
+from pathlib import Path
+real = os.replace
+def replace(src, dst, *a, **k):  # the export's second rename: the new dataset into place
+    if Path(src).name.startswith(".ds.partial-"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *a, **k)
+os.replace = replace
+from vidpipe.export import ExportOptions, export_dataset
+export_dataset(sys.argv[1], sys.argv[2], sys.argv[3], ExportOptions(min_score=0.0, overwrite=True, seed=5))
+"""
+
+
+def test_an_export_killed_between_its_renames_is_recovered(store, tmp_path):
+    """SIGKILL after the old dataset was moved aside and before the new one took its place
+    left no dataset and a `.ds.old-PID` nobody swept; the next export puts the old one back
+    (then replaces it, with --overwrite) and leaves nothing hidden behind."""
+    import subprocess
+    import sys
+
+    out, db, _ = store
+    dest = tmp_path / "ds"
+    export_dataset(out, db, dest, ExportOptions(min_score=0.0, seed=1))
+    first = (dest / "dataset.json").read_text()
+    killed = subprocess.run([sys.executable, "-c", KILL_BETWEEN_RENAMES, str(out), str(db), str(dest)])
+    assert killed.returncode == -9
+    assert not dest.exists() and sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == [".ds.old", ".ds.partial"]
+    with pytest.raises(ExportError, match="exists"):  # a later export first restores the old copy
+        export_dataset(out, db, dest, ExportOptions(min_score=0.0, seed=2))
+    assert (dest / "dataset.json").read_text() == first and [p.name for p in tmp_path.iterdir()] == ["ds"]
+    killed = subprocess.run([sys.executable, "-c", KILL_BETWEEN_RENAMES, str(out), str(db), str(dest)])
+    assert killed.returncode == -9 and not dest.exists()
+    export_dataset(out, db, dest, ExportOptions(min_score=0.0, seed=2, overwrite=True))
+    assert json.loads((dest / "dataset.json").read_text())["options"]["seed"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+
+
 def test_report_and_summary(store, iqiyi):
     html = (iqiyi.path / "report.html").read_text()
     per_identity = iqiyi.dataset.clips.identity.value_counts()  # up to 4 faces each, one per clip

@@ -184,7 +184,7 @@ def test_prototype_is_the_mean_of_normalised_clip_means(synth):
     clip = (frames / np.linalg.norm(frames, axis=1, keepdims=True)).mean(0)
     clip /= np.linalg.norm(clip)
     scores = proto.scores(data.subset([first]))
-    assert scores[0, 0] == 0  # the noise column
+    assert scores[0, 0] == proto.threshold  # the noise column: the open-set threshold
     np.testing.assert_allclose(scores[0, 1:], proto.prototypes @ clip, rtol=1e-4, atol=1e-5)
     assert np.linalg.norm(proto.prototypes, axis=1) == pytest.approx(1)
     both = PrototypeModel.fit(data, ["face", "audio"])

@@ -187,13 +187,14 @@ def _scores(out: Path) -> list[float | None]:
 
 def test_a_review_naming_nobody_overrules_the_tags(tmp_path):
     from vidpipe.review import publish
+    from vidpipe.review.queue import StoreView
 
     out, db = synthetic_store(tmp_path / "s", {"ada": 3})
     clips = pd.read_parquet(out / "clips").clip_id.tolist()
     with ReviewDB(review_db_path(db)) as review:
         review.decide(clips[0], 1, "reject", "r", "ada", 0.7)
         review.decide(clips[1], 1, "noise", "r", "ada", 0.7)
-        publish(out, review, set(clips))
+        publish(out, review, StoreView(out))
     rows = read_identities(out)
     assert rows[rows.source == "review"].set_index("clip_id").identity.to_dict() == {clips[0]: "unknown", clips[1]: "0"}
     assert resolve(rows).clip_id.tolist() == [clips[2]]  # the gallery's 'ada' stands only where nobody overruled it
@@ -325,3 +326,28 @@ def test_review_file_beside_the_gallery(stores):
     with pytest.raises(ReviewError, match="not a vidpipe review file"):
         ReviewDB(db)  # the gallery itself is another SQLite file
     assert os.path.exists(db)
+
+
+def test_two_hundred_parallel_requests_all_succeed(served):
+    """A listen backlog of 5 (socketserver's default) made most of 200 simultaneous
+    connections wait out SYN retransmissions (124 of 200 timed out after 5 s)."""
+    import concurrent.futures
+
+    server = served()
+    client = Client(server)
+    start = threading.Barrier(200, timeout=30)
+
+    def one(_):
+        start.wait()
+        conn = http.client.HTTPConnection("127.0.0.1", client.port, timeout=5)
+        try:
+            conn.request("GET", "/static/app.css", headers={"Cookie": client.cookie})
+            return conn.getresponse().status
+        except OSError as e:
+            return repr(e)
+        finally:
+            conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(200) as pool:
+        answers = list(pool.map(one, range(200)))
+    assert answers == [200] * 200, {a: answers.count(a) for a in set(answers)}

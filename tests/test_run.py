@@ -157,8 +157,9 @@ def test_cli_missing_weights_is_one_line(tmp_path, mixed_folder, monkeypatch):
     monkeypatch.delenv("VIDPIPE_WEIGHTS", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VIDPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(main, ["run", str(mixed_folder / "good.mp4"), "--out", str(tmp_path / "o"),
-                                       "--face-backend", "scrfd", "--weights", str(tmp_path / "none")])
+                                       "--face-backend", "scrfd", "--weights", str(tmp_path / "empty")])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if "error" in line]
     assert len(lines) == 1 and "scrfd_500m" in lines[0] and "Traceback" not in result.output

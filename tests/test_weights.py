@@ -162,7 +162,8 @@ def test_list_weights_rows(env: Path) -> None:
 
 def test_cli_list_verify_fetch(env: Path) -> None:
     runner = CliRunner()
-    r = runner.invoke(weights_cli, ["list", "--weights", str(env / "nowhere")])
+    (env / "empty").mkdir()
+    r = runner.invoke(weights_cli, ["list", "--weights", str(env / "empty")])
     assert r.exit_code == 0
     toy = next(line for line in r.output.splitlines() if line.startswith("toy "))
     assert "missing" in toy and "test licence" in toy

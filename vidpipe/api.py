@@ -20,7 +20,9 @@ from vidpipe.executors import get_executor, threads_per_worker
 from vidpipe.pipeline.runner import Pipeline, VideoOutcome, VideoProcessor
 from vidpipe.pipeline.spans import may_split
 from vidpipe.ranges import MergeTask, RangeTask, merge_ranges, process_range
-from vidpipe.store import read_table, remove_stale_temporaries
+from vidpipe.store import read_table, record_error, remove_stale_temporaries
+from vidpipe.video import content_id, file_problem
+from vidpipe.weights import check_named_dirs
 
 log = logging.getLogger("vidpipe")
 
@@ -53,30 +55,34 @@ class RunReport:
 
 def discover(inputs: Iterable[str | os.PathLike[str]], extensions: Sequence[str]) -> tuple[list[Path], list[VideoOutcome]]:
     """Video files under the inputs (folders recursively, by extension; files as given),
-    and the inputs that cannot be read (missing paths, dangling symbolic links)."""
+    and the inputs that cannot be read, each with its one-line reason: missing paths,
+    dangling symbolic links, FIFOs and devices (checked without reading them: they would
+    block or never end), unreadable files and folders."""
     files: list[Path] = []
     problems: list[VideoOutcome] = []
     exts = {e.lower() for e in extensions}
 
-    def dangling(p: Path) -> VideoOutcome:
-        return VideoOutcome(str(p), None, "error", error=f"dangling symbolic link to {os.readlink(p)}")
+    def candidate(f: Path) -> None:
+        problem = file_problem(f)
+        if problem is None:
+            files.append(f)
+        else:
+            problems.append(VideoOutcome(str(f), None, "error", error=problem))
+
+    def unreadable_folder(e: OSError) -> None:
+        problems.append(VideoOutcome(e.filename, None, "error", error=f"cannot read folder: {e.strerror}"))
 
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if any(part.startswith(".") for part in f.relative_to(p).parts) or f.suffix.lower() not in exts:
-                    continue
-                if f.is_symlink() and not f.exists():
-                    problems.append(dangling(f))
-                elif f.is_file():
-                    files.append(f)
-        elif p.is_symlink() and not p.exists():
-            problems.append(dangling(p))
-        elif p.exists():
-            files.append(p)
-        else:
-            problems.append(VideoOutcome(str(p), None, "error", error="no such file or directory"))
+        if not p.is_dir():
+            candidate(p)
+            continue
+        found = []
+        for folder, subfolders, names in os.walk(p, onerror=unreadable_folder):
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+            found += [Path(folder) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in exts]
+        for f in sorted(found):
+            candidate(f)
     # Every path once; two paths to the same bytes both go through (the second is skipped
     # as done, but its path is recorded).
     return list(dict.fromkeys(f.absolute() for f in files)), problems
@@ -154,22 +160,24 @@ def run(
     `on_progress(path, seconds decoded, seconds in all)` while a file is decoded in this
     process.
     """
-    cfg = copy.deepcopy(config or Config())
+    cfg = copy.deepcopy(config or Config()).validate()
+    check_named_dirs(cfg.run.weights_dir)
     cfg.run.threads = threads_per_worker(cfg.run.workers, cfg.run.threads)
     out = Path(out)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     files, problems = discover(inputs, cfg.run.extensions)
     report = RunReport(out)
-    for outcome in problems:
-        log.error("%s: %s", outcome.path, outcome.error)
-        report.outcomes.append(outcome)
-        if on_result is not None:
-            on_result(outcome)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     pipeline = Pipeline.build(with_device_batches(cfg))
     pipeline.manifest().write(out)
+    for outcome in problems:  # recorded like every other failed file
+        outcome.video_id = record_error(out, Path(outcome.path), outcome.error, pipeline.config_hash())
+        log.error("%s: %s", outcome.path, outcome.error)
+        report.outcomes.append(outcome)
+        if on_result is not None:
+            on_result(outcome)
 
     busy: list[Path] = []
 
@@ -204,12 +212,17 @@ def run(
         return []
 
     def lost(task: Task, reason: str) -> VideoOutcome:
-        """A task whose worker kept dying: its video fails (once)."""
+        """A task whose worker kept dying: its video fails (once), with its `videos` row."""
         video_id = getattr(task, "video_id", None)
         if isinstance(task, RangeTask) and video_id in given_up:
             return VideoOutcome(task.path, video_id, "range")
         if video_id is not None:
             given_up.add(video_id)
+        try:
+            video_id = video_id or content_id(Path(task.path))
+        except OSError:
+            pass  # keyed by its path then
+        video_id = record_error(out, Path(task.path), reason, processor.config_hash, video_id)
         return VideoOutcome(str(task.path), video_id, "error", error=reason)
 
     processor = VideoProcessor(pipeline, out, cfg.run.split_s)  # the models already loaded for the manifest

@@ -9,6 +9,7 @@ options without editing this file. A config file (TOML or YAML) mirrors the sect
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,40 @@ class PipelineConfig:
     stages: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: above `low` (or from it, unless `open`)."""
+
+    low: float
+    open: bool = False
+
+    def admits(self, value: float) -> bool:
+        return value > self.low if self.open else value >= self.low
+
+    def __str__(self) -> str:
+        return f"{'>' if self.open else '>='} {self.low:g}"
+
+
+# Numbers outside these gave empty results or a ZeroDivisionError deep in a run. Every
+# number, of any section, must also be finite.
+RANGES: dict[str, Range] = {
+    "run.workers": Range(1),
+    "run.threads": Range(0),
+    "run.gpus_per_worker": Range(0),
+    "run.split_s": Range(0),
+    "run.decode_ahead": Range(0),
+    "run.batch_frames": Range(1),
+    "sampling.fps": Range(0, open=True),
+    "sampling.max_side": Range(32),  # smaller than any detector's input
+    "shots.adaptive_threshold": Range(0, open=True),
+    "shots.content_threshold": Range(0, open=True),
+    "shots.min_scene_len_s": Range(0),
+    "shots.analysis_width": Range(16),
+    "clips.min_duration_s": Range(0),
+    "clips.max_duration_s": Range(0, open=True),
+}
+
+
 CORE_SECTIONS: dict[str, type] = {
     "run": RunConfig,
     "sampling": SamplingConfig,
@@ -116,6 +151,15 @@ def _coerce(section: str, key: str, default: Any, value: Any) -> Any:
             return value
         raise ConfigError(f"{where} must be a string, not {value!r}")
     return value
+
+
+def _check_range(where: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    allowed = RANGES.get(where)
+    if not math.isfinite(value) or (allowed is not None and not allowed.admits(value)):
+        kind = "an integer" if isinstance(value, int) else "a finite number"
+        raise ConfigError(f"{where} must be {kind}{f' {allowed}' if allowed else ''}, not {value!r}")
 
 
 def parse_value(text: str) -> Any:
@@ -165,7 +209,20 @@ class Config:
         known = {f.name for f in dataclasses.fields(sub)}
         if key not in known:
             raise ConfigError(f"unknown config key {section}.{key}; [{section}] has {', '.join(sorted(known))}")
-        setattr(sub, key, _coerce(section, key, getattr(sub, key), value))
+        value = _coerce(section, key, getattr(sub, key), value)
+        _check_range(f"{section}.{key}", value)
+        setattr(sub, key, value)
+
+    def validate(self) -> "Config":
+        """Every number in its range, and the settings that must agree with each other;
+        ConfigError naming the key and what it may be. Returns the config."""
+        for name, sub in self._sections.items():
+            for f in dataclasses.fields(sub):
+                _check_range(f"{name}.{f.name}", getattr(sub, f.name))
+        if self.clips.min_duration_s > self.clips.max_duration_s:
+            raise ConfigError(f"clips.min_duration_s ({self.clips.min_duration_s:g}) must be at most "
+                              f"clips.max_duration_s ({self.clips.max_duration_s:g})")
+        return self
 
     def stage_names(self) -> list[str]:
         """The stages this config runs, in order."""

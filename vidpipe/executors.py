@@ -12,12 +12,17 @@ one more executor, imported only when chosen.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable
+
+from vidpipe.util import first_line
 
 Worker = Callable[..., Any]
 MakeWorker = Callable[[], Worker]
@@ -55,10 +60,25 @@ class SerialExecutor(Executor):
 
 
 _worker: Worker | None = None
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _init(make_worker: MakeWorker) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel kills this worker when the process that started it dies, even by
+    SIGKILL, so a worker holding its models (~800 MB) never outlives its run. Elsewhere a
+    no-op."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _init(make_worker: MakeWorker, parent_pid: int) -> None:
     global _worker
+    _die_with_parent(parent_pid)
     _worker = make_worker()
 
 
@@ -67,21 +87,66 @@ def _call(item: Any) -> Any:
     return _worker(item, None)
 
 
+WORKER_DIED = "its worker process died while processing it (a crash in a native library, or out of memory)"
+
+
 class ProcessExecutor(Executor):
     """Items spread over `workers` local processes (spawned: onnxruntime's threads do not
-    survive fork); everything in this process when there is one worker."""
+    survive fork); everything in this process when there is one worker.
+
+    A worker that dies (a segfault in a decoder or model, the OOM killer) breaks the whole
+    pool: the pool is rebuilt, and the items that were in flight are retried one at a time
+    alone, so the one that kills its worker again is known: `on_error` makes its result.
+    At most `workers` items are in flight, so no item merely queued is ever suspected."""
 
     def map(self, make_worker, items, on_result, on_progress=None, on_error=None) -> None:
         if self.workers <= 1:
             SerialExecutor().map(make_worker, items, on_result, on_progress, on_error)
             return
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init, initargs=(make_worker,)) as pool:
-            running: set[Future] = {pool.submit(_call, item) for item in items}
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
+        new_pool = lambda: ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init,  # noqa: E731
+                                               initargs=(make_worker, os.getpid()))
+        queue, suspects = deque(items), deque()
+        running: dict[Future, Any] = {}
+        pool = new_pool()
+        try:
+            while queue or suspects or running:
+                if suspects:  # one alone, once nothing else runs
+                    if not running:
+                        item = suspects.popleft()
+                        running[pool.submit(_call, item)] = item
+                else:
+                    while queue and len(running) < self.workers:
+                        item = queue.popleft()
+                        running[pool.submit(_call, item)] = item
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                died = []
                 for future in done:
-                    running |= {pool.submit(_call, item) for item in on_result(future.result()) or ()}
+                    item = running.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        died.append(item)
+                        continue
+                    except Exception as e:
+                        if on_error is None:
+                            raise
+                        result = on_error(item, f"unexpected {type(e).__name__}: {first_line(e)}")
+                    queue.extend(on_result(result) or ())
+                if not died:
+                    continue
+                if on_error is None:
+                    raise BrokenProcessPool(f"{died[0]}: {WORKER_DIED}")
+                died += running.values()  # the others in flight went down with the pool
+                running.clear()
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = new_pool()
+                if len(died) == 1:
+                    queue.extend(on_result(on_error(died[0], WORKER_DIED)) or ())
+                else:
+                    suspects.extend(died)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 EXECUTORS: dict[str, type[Executor] | str] = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,16 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from vidpipe.util import atomic_path, atomic_write_text
+from vidpipe.util import atomic_path, atomic_write_text, first_line
+
+log = logging.getLogger("vidpipe")
+
+
+class StoreError(ValueError):
+    """A store file that cannot be read (one line naming it)."""
 
 VIDEOS_SCHEMA = pa.schema([
-    ("video_id", pa.string()),  # sha256 of the file's bytes, first 16 hex digits
+    ("video_id", pa.string()),  # sha256 of the file's bytes, first 16 hex digits (unreadable: sha1 of its path)
     ("path", pa.string()),  # the first path it was found at (every path: the `paths` table)
     ("size_bytes", pa.int64()),
     ("duration_s", pa.float64()),  # of the video stream
@@ -242,20 +249,64 @@ class FinishedVideo:
     error: str | None
 
 
-def finished(out: Path, video_id: str) -> FinishedVideo | None:
-    """How a video was finished before (config hash, status), or None when it was not."""
+def finished(out: Path, video_id: str, tables: Iterable[str] = ()) -> FinishedVideo | None:
+    """How a video was finished before (config hash, status), or None when it was not, or
+    when its file of any of `tables` cannot be read (then it must be redone)."""
     path = final_path(out, "videos", video_id)
     if not path.exists():
         return None
     try:
         row = pq.read_table(path, columns=["config_hash", "status", "error"]).to_pylist()[0]
-    except (pa.ArrowInvalid, OSError, IndexError, KeyError):
+    except (pa.ArrowException, OSError, IndexError, KeyError):
         return None  # unreadable: redo it
+    for table in tables:
+        if (problem := unreadable(final_path(out, table, video_id))) is not None:
+            log.warning("%s; its video is redone", problem)
+            return None
     return FinishedVideo(row["config_hash"], row["status"], row["error"])
+
+
+def unreadable(path: Path) -> str | None:
+    """Why the Parquet file at `path` cannot be read, naming it (its footer is read, not its
+    data); None when it can, or is not there."""
+    try:
+        pq.read_metadata(path)
+    except FileNotFoundError:
+        return None
+    except (pa.ArrowException, OSError) as e:
+        return f"unreadable store file {path}: {first_line(e)}"
+    return None
+
+
+def _store_error(files: Iterable[Path], e: Exception) -> StoreError:
+    """The one-line error for a failed read of `files`: the first of them that is unreadable."""
+    problem = next((p for p in map(unreadable, files) if p is not None), None)
+    return StoreError(problem or f"cannot read the store: {first_line(e)}")
 
 
 def path_id(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()[:16]
+
+
+def record_error(out: Path, path: Path, error: str, config_hash: str | None = None,
+                 video_id: str | None = None) -> str:
+    """The `videos` row (status 'error') of an input that failed outside the worker that
+    writes rows: one that could not even be read has no content id, so the row is keyed by
+    a hash of its path. Returns the key."""
+    from vidpipe._version import __version__
+
+    p = Path(path).absolute()
+    video_id = video_id or path_id(str(p))
+    row = {"video_id": video_id, "path": str(p), "status": "error", "error": error, "config_hash": config_hash,
+           "vidpipe_version": __version__}
+    with atomic_path(final_path(out, "videos", video_id)) as tmp:
+        pq.write_table(to_arrow([row], VIDEOS_SCHEMA), tmp)
+    return video_id
+
+
+def forget_unreadable(out: Path, path: Path) -> None:
+    """`path` can be read now: its row from a run that could not read it goes."""
+    final_path(out, "videos", path_id(str(Path(path).absolute()))).unlink(missing_ok=True)
 
 
 def record_path(out: Path, path: Path, video_id: str) -> None:
@@ -291,18 +342,25 @@ def dataset(out: str | Path, table: str) -> ds.Dataset:
         raise ValueError(f"no table {table!r} in {out}; tables: {', '.join(tables(out)) or 'none'}")
     if not files:
         return ds.dataset(schema.empty_table())
-    return ds.dataset(files, format="parquet", schema=schema)
+    try:
+        return ds.dataset(files, format="parquet", schema=schema)
+    except (pa.ArrowException, OSError) as e:
+        raise _store_error(files, e) from None
 
 
 def read_arrow(out: str | Path, table: str, columns: list[str] | None = None,
                filter: Any = None) -> pa.Table:
-    """One table as Arrow (only `columns`, only rows matching the `filter` expression)."""
+    """One table as Arrow (only `columns`, only rows matching the `filter` expression);
+    StoreError naming the file that cannot be read."""
     d = dataset(out, table)
     if columns is not None:
         missing = [c for c in columns if c not in d.schema.names]
         if missing:
             raise ValueError(f"table {table!r} has no column(s) {', '.join(missing)}")
-    return d.to_table(columns=columns, filter=filter)
+    try:
+        return d.to_table(columns=columns, filter=filter)
+    except (pa.ArrowException, OSError) as e:
+        raise _store_error(table_files(out, table), e) from None
 
 
 def read_table(out: str | Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -318,12 +376,16 @@ def iter_batches(out: str | Path, table: str, columns: list[str] | None = None,
     or decoding threads: reading a 1 GB embedding column then peaks at about 200 MB above
     the batch itself, where the dataset scanner held ~1.4 GB (issue #8's memory bench)."""
     for path in table_files(out, table):
-        f = pq.ParquetFile(path, pre_buffer=False, buffer_size=8 << 20)
-        names = set(f.schema_arrow.names)
-        wanted = None if columns is None else [c for c in columns if c in names]
-        for batch in f.iter_batches(batch_size=batch_size, columns=wanted, use_threads=False):
-            if batch.num_rows:
-                yield batch
+        try:
+            f = pq.ParquetFile(path, pre_buffer=False, buffer_size=8 << 20)
+            names = set(f.schema_arrow.names)
+            wanted = None if columns is None else [c for c in columns if c in names]
+            batches = f.iter_batches(batch_size=batch_size, columns=wanted, use_threads=False)
+            while (batch := next(batches, None)) is not None:
+                if batch.num_rows:
+                    yield batch
+        except (pa.ArrowException, OSError) as e:
+            raise StoreError(f"unreadable store file {path}: {first_line(e)}") from None
 
 
 def tables(out: str | Path) -> list[str]:

@@ -18,11 +18,15 @@ def atomic_path(target: str | os.PathLike[str], fsync: bool = False) -> Iterator
     """A temporary path beside `target` (hidden, so store readers skip it); renamed onto
     `target` when the block ends without an exception, removed otherwise.
 
-    Readers therefore see either the old file or the whole new one, never half of it."""
+    Readers therefore see either the old file or the whole new one, never half of it. The
+    file gets the mode any new file gets (0666 less the umask), not mkstemp's private 0600."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
@@ -32,6 +36,13 @@ def atomic_path(target: str | os.PathLike[str], fsync: bool = False) -> Iterator
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process's umask (POSIX offers no way to read it but setting it and back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:

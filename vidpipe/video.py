@@ -17,6 +17,8 @@ import array
 import hashlib
 import logging
 import math
+import os
+import stat
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -73,6 +75,29 @@ class DecodedFrame:
     small: np.ndarray  # BGR uint8, ~`small_width` wide
     image: np.ndarray | None  # BGR uint8, longest side <= max_side, only on sampled frames
     scale: float
+
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def file_problem(path: Path) -> str | None:
+    """Why `path` cannot be a video file, found before reading it (a FIFO blocks the first
+    read forever, /dev/zero never ends), as one line; None when it can be read."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"dangling symbolic link to {os.readlink(path)}" if os.path.islink(path) else "no such file or directory"
+    except OSError as e:
+        return f"cannot read file: {e.strerror}"
+    if not stat.S_ISREG(mode):
+        kind = next((what for is_kind, what in _NOT_REGULAR if is_kind(mode)), "not a file")
+        return f"not a regular file ({kind}{' via a symbolic link' if os.path.islink(path) else ''})"
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as e:
+        return f"cannot read file: {e.strerror}"
+    return None
 
 
 def content_id(path: Path, chunk: int = 1 << 20) -> str:

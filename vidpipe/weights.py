@@ -27,6 +27,8 @@ from typing import Sequence
 
 import platformdirs
 
+from vidpipe.util import current_umask
+
 log = logging.getLogger("vidpipe")
 
 ENV_WEIGHTS = "VIDPIPE_WEIGHTS"
@@ -181,6 +183,18 @@ def search_dirs(weights_dir: str | os.PathLike[str] | None = None) -> list[tuple
     return dirs
 
 
+def check_named_dirs(weights_dir: str | os.PathLike[str] | None, origin: str = "run.weights_dir") -> None:
+    """A weights directory the user named (`weights_dir`, said to come from `origin`, and
+    $VIDPIPE_WEIGHTS) must exist: a typo must not quietly fall back to other backends."""
+    named = [(origin, weights_dir)] if weights_dir is not None else []
+    if os.environ.get(ENV_WEIGHTS):
+        named.append((f"${ENV_WEIGHTS}", os.environ[ENV_WEIGHTS]))
+    for where, d in named:
+        if not Path(d).is_dir():
+            state = "is not a directory" if Path(d).exists() else "does not exist"
+            raise WeightsError(f"weights directory {d} (from {where}) {state}")
+
+
 def _describe_dirs(dirs: Sequence[tuple[str, Path]]) -> str:
     return ", ".join(f"{d} ({origin})" for origin, d in dirs)
 
@@ -331,6 +345,7 @@ def fetch(name: str, dest: str | os.PathLike[str] | None = None) -> Path:
     except OSError as e:
         raise WeightsError(f"cannot create {target.parent}: {e.strerror}") from None
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{entry.filename}.", suffix=".part")
+    os.fchmod(fd, 0o666 & ~current_umask())  # readable like any new file, not mkstemp's 0600
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -30,13 +30,18 @@ class _TqdmHandler(logging.Handler):
 def one_line_errors(fn):
     """A command's expected failures as one line on stderr and an exit status instead of a
     traceback: 1 for a problem with the data (identities, review), 2 for configuration,
-    weights or backends."""
+    weights, backends or a store file that cannot be read (any Parquet file read directly
+    too: Arrow's message names it)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import pyarrow as pa
+
         from vidpipe.config import ConfigError
         from vidpipe.identities import IdentitiesError
         from vidpipe.registry import BackendError
+        from vidpipe.store import StoreError
+        from vidpipe.util import first_line
         from vidpipe.weights import WeightsError
 
         try:
@@ -44,8 +49,11 @@ def one_line_errors(fn):
         except IdentitiesError as e:
             click.echo(f"vidpipe: error: {e}", err=True)
             sys.exit(1)
-        except (ConfigError, WeightsError, BackendError) as e:
+        except (ConfigError, WeightsError, BackendError, StoreError) as e:
             click.echo(f"vidpipe: error: {e}", err=True)
+            sys.exit(2)
+        except pa.ArrowException as e:
+            click.echo(f"vidpipe: error: unreadable Parquet file: {first_line(e)}", err=True)
             sys.exit(2)
 
     return wrapper

@@ -28,7 +28,10 @@ FACE_PRESETS = {"auto": ("auto", "auto"), "scrfd": ("scrfd", "arcface"), "dlib":
 
 
 def build_config(config_file: Path | None, settings: tuple[str, ...], flags: dict) -> Config:
-    """Config file, then --set, then the flags; one-line ConfigError on anything wrong."""
+    """Config file, then --set, then the flags; one-line ConfigError on anything wrong
+    (a weights directory that is not there included)."""
+    from vidpipe.weights import WeightsError, check_named_dirs
+
     cfg = Config.load(config_file) if config_file else Config()
     for item in settings:
         key, sep, value = item.partition("=")
@@ -44,7 +47,20 @@ def build_config(config_file: Path | None, settings: tuple[str, ...], flags: dic
         cfg.set("faces.embedder", embedder)
     if flags.get("all_people"):
         cfg.set("clips.require_major_character", False)
-    return cfg
+    try:
+        check_named_dirs(cfg.run.weights_dir, _weights_origin(config_file, settings, flags))
+    except WeightsError as e:
+        raise ConfigError(str(e)) from None
+    return cfg.validate()
+
+
+def _weights_origin(config_file: Path | None, settings: tuple[str, ...], flags: dict) -> str:
+    """Which of the three places set run.weights_dir last (for the message)."""
+    if flags.get("weights_dir") is not None:
+        return "--weights"
+    if any(item.partition("=")[0].strip() == "run.weights_dir" for item in settings):
+        return "--set run.weights_dir"
+    return f"run.weights_dir in {config_file}"
 
 
 class _Bars:

@@ -6,8 +6,10 @@ from typing import Iterable
 
 import click
 
+from vidpipe.cli import one_line_errors
 from vidpipe.weights import (
-    ENV_WEIGHTS, REGISTRY, WeightsCorrupt, WeightsError, check, fetch, find, get_entry, list_weights,
+    ENV_WEIGHTS, REGISTRY, WeightsCorrupt, WeightsError, check, check_named_dirs, fetch, find, get_entry,
+    list_weights,
 )
 
 
@@ -31,8 +33,10 @@ _weights_opt = click.option(
 
 @weights_cli.command("list")
 @_weights_opt
+@one_line_errors
 def list_cmd(weights_dir: str | None) -> None:
     """Known weights, where lookup finds them, and their licence."""
+    check_named_dirs(weights_dir, "--weights")
     rows = [(s.entry.name, s.entry.task, str(s.path) if s.path else "missing", s.entry.licence)
             for s in list_weights(weights_dir)]
     header = ("name", "task", "found at", "licence")
@@ -44,8 +48,10 @@ def list_cmd(weights_dir: str | None) -> None:
 @weights_cli.command("verify")
 @_weights_opt
 @click.argument("names", nargs=-1)
+@one_line_errors
 def verify_cmd(weights_dir: str | None, names: tuple[str, ...]) -> None:
     """Hash every found weights file (or NAMES); exit 1 on any mismatch."""
+    check_named_dirs(weights_dir, "--weights")
     try:
         chosen = _names_or_all(names)
     except WeightsError as e:

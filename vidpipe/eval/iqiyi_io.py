@@ -15,7 +15,9 @@ Clip ids are video names without ``.mp4``.
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,16 +53,94 @@ _ALLOWED_GLOBALS = frozenset(
 )
 
 
+# A release pickle's arrays are built empty and then filled from bytes in the file itself
+# (numpy's own pickles: ``_reconstruct(ndarray, (0,), b'b')`` then ``__setstate__``). An array
+# sized by the pickle's arguments instead is how a 122-byte file asks for 8 GB
+# (``copy_reg._reconstructor(ndarray, ndarray, (10**9,))``): every array the allowed globals
+# make is counted against this, for one load.
+MAX_PICKLE_ARRAY_BYTES = 64 << 20
+
+
+class _ArrayBudget:
+    """The bytes that the arrays an unpickler has built so far may still take."""
+
+    def __init__(self, limit: int = MAX_PICKLE_ARRAY_BYTES) -> None:
+        self.left = limit
+
+    def take(self, shape: Any, dtype: Any = float) -> None:
+        try:
+            dims = [int(shape)] if np.isscalar(shape) else [int(n) for n in shape]
+            itemsize = np.dtype(dtype).itemsize
+        except (TypeError, ValueError, OverflowError):
+            return  # numpy refuses these itself, without allocating
+        n = itemsize * math.prod(max(d, 0) for d in dims)
+        if n > self.left:
+            raise pickle.UnpicklingError(
+                f"refusing to build an array of shape {tuple(dims)} ({n / 1e6:,.0f} MB) from a pickle: "
+                f"arrays may take {MAX_PICKLE_ARRAY_BYTES >> 20} MB at most")
+        self.left -= n
+
+
+class _NdarrayClass:
+    """``numpy.ndarray`` as a pickle sees it: an argument of the reconstructors (which take
+    the real class back), or called directly, with its size counted."""
+
+    def __init__(self, budget: _ArrayBudget) -> None:
+        self.budget = budget
+
+    def __call__(self, shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> np.ndarray:
+        self.budget.take(shape, dtype)
+        return np.ndarray(shape, dtype, *args, **kwargs)
+
+
+def _real(cls: Any) -> Any:
+    return np.ndarray if isinstance(cls, _NdarrayClass) else cls
+
+
+def _capped_globals(budget: _ArrayBudget, real: Callable[[str, str], Any]) -> dict[tuple[str, str], Any]:
+    """The allowed globals that build arrays, sized against `budget`; object arrays refused
+    (numpy crashes on a short object-array state, and features are numbers)."""
+    ndarray = _NdarrayClass(budget)
+    reconstruct = real("numpy._core.multiarray", "_reconstruct")
+    reconstructor = real("copyreg", "_reconstructor")
+
+    def capped_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+        budget.take(shape, dtype)
+        return reconstruct(_real(subtype), shape, dtype)
+
+    def capped_reconstructor(cls: Any, base: Any, state: Any) -> Any:
+        if _real(base) is np.ndarray:
+            budget.take(state)
+        return reconstructor(_real(cls), _real(base), state)
+
+    def numbers_dtype(*args: Any) -> np.dtype:
+        dtype = np.dtype(*args)
+        if dtype.hasobject or dtype.itemsize > MAX_PICKLE_ARRAY_BYTES:
+            raise pickle.UnpicklingError(f"refusing dtype {dtype} from a pickle: only numbers are expected")
+        return dtype
+
+    return {
+        ("numpy", "ndarray"): ndarray,
+        ("numpy", "dtype"): numbers_dtype,
+        ("numpy._core.multiarray", "_reconstruct"): capped_reconstruct,
+        ("copyreg", "_reconstructor"): capped_reconstructor,
+    }
+
+
 def _restricted_find_class(unpickler: pickle.Unpickler | pickle._Unpickler, module: str, name: str) -> Any:
-    if (module, name) in _ALLOWED_GLOBALS:
-        if module.startswith("numpy.core"):  # numpy 2 keeps these under numpy._core
-            module = module.replace("numpy.core", "numpy._core", 1)
-        return type(unpickler).__mro__[1].find_class(unpickler, module, name)
-    raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a pickle")
+    if (module, name) not in _ALLOWED_GLOBALS:
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a pickle")
+    module = {"numpy.core.multiarray": "numpy._core.multiarray", "copy_reg": "copyreg",
+              "__builtin__": "builtins"}.get(module, module)  # Python 2 and numpy 1 names
+    real = functools.partial(type(unpickler).__mro__[1].find_class, unpickler)
+    if not hasattr(unpickler, "capped"):
+        unpickler.capped = _capped_globals(_ArrayBudget(), real)
+    return unpickler.capped.get((module, name)) or real(module, name)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that only resolves the globals listed in ``_ALLOWED_GLOBALS``."""
+    """An unpickler that only resolves the globals listed in ``_ALLOWED_GLOBALS``, and
+    builds arrays of a bounded size (``MAX_PICKLE_ARRAY_BYTES``)."""
 
     find_class = _restricted_find_class
 

@@ -7,7 +7,8 @@
 Only reviewed or confidently tagged clips enter (see `dataset.py`), split 40/30/30 by
 identity with a seed, distractors in val and test. The dataset is built in a hidden
 folder beside the target and renamed into place when complete, so an interrupted export
-leaves no partial dataset (and the next export sweeps the hidden folder away).
+leaves no partial dataset; one killed while swapping an old dataset for the new leaves the
+old one aside, and the next export puts it back (`recover`) and sweeps the hidden folders.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def export_dataset(out: str | Path, gallery: str | Path, dest: str | Path, optio
     if options.fmt not in FORMATS:
         raise ExportError(f"unknown format {options.fmt!r}; one of {', '.join(FORMATS)}")
     out, dest = Path(out), Path(dest)
+    recover(dest)
     if dest.exists() and not options.overwrite:
         raise ExportError(f"{dest} exists: give --overwrite to replace it")
     Gallery.open(gallery).close()  # a clear error when it is missing or not a gallery
@@ -68,7 +70,7 @@ def export_dataset(out: str | Path, gallery: str | Path, dest: str | Path, optio
     view = StoreView(out)
     with ReviewDB(review_path) as db:
         decisions = db.decisions()
-        publish(out, db, set(view.clips))  # the identities reader agrees with the dataset
+        publish(out, db, view)  # the identities reader agrees with the dataset
     clips = labelled_clips(view, decisions, options.min_score, options.min_passes, options.unknown_distractors)
     if not (clips.identity != NOISE).any():
         raise ExportError(f"nothing to export from {out}: no clip reviewed in {review_path}"
@@ -76,22 +78,46 @@ def export_dataset(out: str | Path, gallery: str | Path, dest: str | Path, optio
     clips = assign_splits(clips, options.seed)
     data = Dataset(clips, sorted(set(clips.identity) - {NOISE}), agreement(decisions), str(out.resolve()), asdict(options))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(f".{dest.name}.partial-*"):  # left by a killed export
-        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide the dataset from its other users
     try:
         files = _write(data, view, out, tmp, options)
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        _swap(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(dest, data, [dest / f.relative_to(tmp) for f in files])
+
+
+def _swap(tmp: Path, dest: Path) -> None:
+    """Put the finished dataset `tmp` in the place of `dest`: the old copy is moved aside
+    first (a directory cannot be renamed onto a non-empty one), put back when the second
+    rename fails, and removed after it. A kill between the two renames leaves
+    `.DEST.old-PID`, which `recover` puts back."""
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    os.replace(dest, old)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover(dest: str | Path) -> None:
+    """Undo what a killed export left beside `dest`: when `dest` is missing, the copy it
+    moved aside (`.DEST.old-PID`, the newest) is put back; every other old copy and every
+    partial folder (`.DEST.partial-*`) is removed."""
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return
+    olds = sorted(dest.parent.glob(f".{dest.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not dest.exists():
+        os.replace(olds.pop(), dest)
+    for stale in [*olds, *dest.parent.glob(f".{dest.name}.partial-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _write(data: Dataset, view: StoreView, out: Path, root: Path, options: ExportOptions) -> list[Path]:

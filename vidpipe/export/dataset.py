@@ -52,8 +52,8 @@ def labelled_clips(view: StoreView, decisions: list[Decision], min_score: float 
     clustered = set(read_clusters(view.out).clip_id) if unknown_distractors else set()
     rows = []
     for clip in view.clips.values():
-        if clip.clip_id in final:
-            identity, source, score = final[clip.clip_id].label, "review", 1.0
+        if (clip.clip_id, "") in final:  # decisions on one person of a library clip label no clip
+            identity, source, score = final[clip.clip_id, ""].label, "review", 1.0
             if identity == UNKNOWN:
                 continue  # rejected: not the proposed person, and nobody knows who
         elif clip.clip_id in reviewed:

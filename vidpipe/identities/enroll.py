@@ -9,7 +9,7 @@ Re-running is incremental: a file whose size and modification time (or, when tho
 changed, sha256) are as recorded is not looked at again; files gone from an enrolled
 folder leave the gallery. Each file is written in its own transaction, so a killed
 enrolment leaves whole files only, and a new gallery file is created only once some face
-is usable (a folder of non-images writes nothing).
+is usable (a folder of non-images writes nothing). One `enroll` per gallery at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Sequence
 from vidpipe.config import Config
 from vidpipe.identities.encoder import IMAGE_EXTENSIONS, Face, FaceEncoder, IdentitiesError, dominant
 from vidpipe.identities.gallery import Gallery, GalleryFace
+from vidpipe.identities.locks import gallery_lock
 
 
 @dataclass
@@ -211,6 +212,12 @@ def enroll(
         what = f"{len(problems)} other file(s), e.g. {Path(problems[0].path).name}" if problems else "nothing"
         raise IdentitiesError(f"no photos or videos under {', '.join(map(str, inputs))} ({what}); "
                               f"photos: {' '.join(IMAGE_EXTENSIONS)}")
+    with gallery_lock(db):
+        return _enroll(cfg, db, items, problems, synced, on_progress)
+
+
+def _enroll(cfg: Config, db: Path, items: list[_Item], problems: list[Problem], synced: list[Path],
+            on_progress: Callable[[int, int], None] | None) -> EnrollReport:
     report = EnrollReport(db, problems=problems)
     gallery = Gallery.open(db) if db.exists() else None
     try:

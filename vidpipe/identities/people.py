@@ -3,7 +3,9 @@
 Naming a cluster enrols its tracks' templates (each the mean of up to 32 good faces of
 one appearance) as the person's gallery faces, with the source path
 `cluster:<store>#<id>`, then tags the store again: the incremental pass re-matches only
-the tracks the new faces can change, which includes every member of the cluster.
+the tracks the new faces can change, which includes every member of the cluster. A
+cluster whose members disagree (average linkage at the same-person threshold splits them,
+as clustering does) is refused: naming it would enrol several people under one name.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from vidpipe.config import Config
-from vidpipe.identities.calibration import default_thresholds
-from vidpipe.identities.cluster import read_clusters
+from vidpipe.identities.calibration import DEFAULTS, default_thresholds
+from vidpipe.identities.cluster import read_clusters, split_by_average_linkage
 from vidpipe.identities.encoder import FaceEncoder, IdentitiesError, store_fingerprint
 from vidpipe.identities.gallery import Gallery, GalleryFace
 from vidpipe.identities.match import UNKNOWN, Thresholds, top2
 from vidpipe.identities.tag import TRACKS_TABLE, TagOptions, TagReport, tag
 from vidpipe.identities.tracks import TRACKS_SCHEMA, list_matrix
+
+
+class MixedClusterError(IdentitiesError):
+    """An unknown person whose faces are of several people (a usage error: exit 2)."""
 
 
 @dataclass
@@ -82,6 +88,14 @@ def name_cluster(out: str | Path, db: str | Path, cluster_id: int, name: str,
             if f"{row['clip_id']}#{row['track']}" in keys:
                 faces.append(GalleryFace(emb[i], tuple(boxes[i]), 1.0, row["quality"], row["best_time_s"]))
     fingerprint = store_fingerprint(out)
+    link = (options.link if options and options.link is not None
+            else DEFAULTS[fingerprint.embedder_key].threshold if fingerprint.embedder_key in DEFAULTS else None)
+    if link is not None and len(faces) > 1:
+        parts = split_by_average_linkage(np.stack([f.embedding for f in faces]), link)
+        if parts.max() > 0:
+            raise MixedClusterError(
+                f"unknown person {cluster_id} mixes {parts.max() + 1} people (its faces disagree at the same-person "
+                f"threshold {link:.3f}): not enrolled; tag the store again to re-cluster it")
     with Gallery.open(db, create=True) as gallery:
         gallery.require_fingerprint(fingerprint)
         gallery.put_source(name.strip(), f"cluster:{out.absolute()}#{int(cluster_id)}", "cluster", faces)

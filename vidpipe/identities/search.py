@@ -5,6 +5,12 @@ the weights must be found, and the result must match the store's backends and we
 sha256), then scored against every face of the store through the face index. A clip's
 score is its best face's cosine; its times are those of its faces above the threshold
 (the calibrated identification threshold of the store's embedder unless given).
+
+A photo without a face, or whose face is under the embedder's quality floor
+(`calibration.QUALITY_FLOORS`), is refused in one line: blurred, tiny or false faces
+embed close to every blurred face. Measured on the slideshow store of `cluster.py`: the
+astronaut photo of scikit-image (nobody in the store) matched no clip at quality 15.4,
+but five clips at cosine up to 0.68 once blurred to quality 9.3.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vidpipe.config import Config, ConfigError
-from vidpipe.identities.calibration import default_thresholds
+from vidpipe.identities.calibration import QUALITY_FLOORS, default_thresholds
 from vidpipe.identities.encoder import FaceEncoder, IdentitiesError, dominant, read_image, store_fingerprint
 from vidpipe.identities.index import face_index
 
@@ -83,6 +89,10 @@ def search(photo: str | Path, out: str | Path, config: Config | None = None, *, 
     if face is None:
         raise IdentitiesError(f"no face found in {photo}" if not faces else
                               f"{photo} shows {len(faces)} faces of similar size: crop it to the one person")
+    floor = QUALITY_FLOORS.get(fingerprint.embedder_key)
+    if floor is not None and face.quality < floor:
+        raise IdentitiesError(f"no clear face in {photo}: the face found is too blurred, small or turned away to "
+                              f"search by (quality {face.quality:.1f} < {floor:.1f}); use a sharper, frontal photo")
     limit = default_thresholds(fingerprint).threshold if threshold is None else threshold
     embedded = time.perf_counter()
     index = face_index(out)

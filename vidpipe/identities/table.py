@@ -5,7 +5,8 @@ Each route writes its own Parquet file into `OUT/identities/`: `vidpipe tag` wri
 writes `predictions.parquet` (source `model`), a review writes `review`. Every file has
 IDENTITY_SCHEMA's columns, or at least clip_id, identity and score (a missing `source` is
 taken from the file name: `predictions` -> `model`). `read_identities` merges them all;
-`resolve` keeps, for each clip, the rows of its most trusted source.
+`resolve` keeps, for each clip, the rows of its most trusted source (a review of one
+person of a library clip decides that person only).
 """
 
 from __future__ import annotations
@@ -68,12 +69,26 @@ def read_identities(out: str | Path) -> pd.DataFrame:
 
 def resolve(rows: pd.DataFrame) -> pd.DataFrame:
     """Named people only (no 'unknown', no model noise), and for each clip only the rows of
-    its most trusted source (review > gallery > model > propagated). A review that names
-    nobody (a rejected tag, a distractor) still overrules the other routes' names."""
-    vetoed = set(rows.clip_id[rows.source == "review"]) - set(rows.clip_id[(rows.source == "review")
-                                                                        & ~rows.identity.isin([UNKNOWN, NOISE])])
-    named = rows[~rows.identity.isin([UNKNOWN, NOISE]) & rows.identity.notna() & ~rows.clip_id.isin(vetoed)].copy()
+    its most trusted source (review > gallery > model > propagated). A clip-level review
+    (no track) that names nobody (a rejected tag, a distractor) still overrules the other
+    routes' names. A review of one person of a clip (its row carries that person's track,
+    library mode) decides that person only: it replaces the other routes' row of the same
+    track, and every other person of the clip keeps their row."""
+    if "track" not in rows:
+        rows = rows.assign(track=None)
+    review = rows.source == "review"
+    clip_level = review & rows.track.isna()
+    person_level = review & rows.track.notna()
+    vetoed = set(rows.clip_id[clip_level]) - set(rows.clip_id[clip_level & ~rows.identity.isin([UNKNOWN, NOISE])])
+    decided = set(zip(rows.clip_id[person_level], rows.track[person_level].astype(int)))
+    overruled = ~review & rows.track.notna() & pd.Series(
+        [(c, t) in decided for c, t in zip(rows.clip_id, rows.track.fillna(-1).astype(int))], index=rows.index, dtype=bool)
+    named = rows[~rows.identity.isin([UNKNOWN, NOISE]) & rows.identity.notna() & ~rows.clip_id.isin(vetoed)
+                 & ~overruled].copy()
     rank = {s: i for i, s in enumerate(SOURCES)}
     named["_rank"] = named.source.map(lambda s: rank.get(s, len(SOURCES)))
+    person = (named.source == "review") & named.track.notna()  # ranks with the people it sits beside
+    others = named[named.source != "review"].groupby("clip_id")["_rank"].min()
+    named.loc[person, "_rank"] = named.clip_id[person].map(others).fillna(0).astype(int)
     best = named.groupby("clip_id")["_rank"].transform("min")
     return named[named._rank == best].drop(columns="_rank").reset_index(drop=True)

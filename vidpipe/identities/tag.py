@@ -21,7 +21,9 @@ the decision depends only on the best and runner-up scores. Renames change names
 scores. Propagation is redone only in videos whose face labels changed, clustering only
 when the set of unknown tracks changed. What was matched against what is kept in
 `OUT/identities/.tag_state.json` and `.matches.parquet`, written last, so a killed run
-repeats its work and never leaves a half-written file.
+repeats its work and never leaves a half-written file; unknown-people ids continue after
+every id the clusters table and the gallery hold, whatever the state says. One `tag` per
+store at a time (`locks.py`).
 """
 
 from __future__ import annotations
@@ -30,18 +32,20 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vidpipe.identities.calibration import DEFAULTS, default_thresholds
+from vidpipe.identities.calibration import DEFAULTS, QUALITY_FLOORS, default_thresholds
 from vidpipe.identities.cluster import (
     ClusterOptions, cluster_faces, crop_path, read_clusters, stable_ids, write_clusters, write_crop,
 )
 from vidpipe.identities.encoder import IdentitiesError, require_same, store_fingerprint
 from vidpipe.identities.gallery import Gallery, Templates
+from vidpipe.identities.locks import store_lock
 from vidpipe.identities.match import UNKNOWN, Thresholds, top2
 from vidpipe.identities.propagate import PropagationOptions, propagate_video
 from vidpipe.identities.table import IDENTITY_SCHEMA, identities_dir, read_identities, write_identities
@@ -100,14 +104,20 @@ class _State:
     next_cluster_id: int = 1
 
     @classmethod
-    def load(cls, out: Path) -> "_State":
+    def load(cls, out: Path, named_clusters: Iterable[int] = ()) -> "_State":
+        """The saved state, with `next_cluster_id` above every id in use: in the clusters
+        table and among `named_clusters` (ids the gallery enrolled). The state is written
+        last, so a kill after the clusters table (or a lost state file) left it behind them."""
+        state = cls()
         try:
             data = json.loads((identities_dir(out) / STATE_FILE).read_text())
             if data.pop("version", None) == STATE_VERSION:
-                return cls(**data)
+                state = cls(**data)
         except (OSError, ValueError, TypeError):
             pass
-        return cls()
+        taken = [*read_clusters(out).cluster_id.tolist(), *named_clusters]
+        state.next_cluster_id = max([state.next_cluster_id, *(int(i) + 1 for i in taken)])
+        return state
 
     def save(self, out: Path) -> None:
         atomic_write_text(identities_dir(out) / STATE_FILE, json.dumps({"version": STATE_VERSION, **asdict(self)}))
@@ -117,11 +127,12 @@ def _digest(items) -> str:
     return hashlib.sha1("\n".join(map(str, items)).encode()).hexdigest()
 
 
-def _store_settings(out: Path, link: float) -> dict:
+def _store_settings(out: Path, link: float, min_quality: float | None) -> dict:
     config = json.loads((out / "manifest.json").read_text()).get("config", {})
     try:
         return {"library": not config["clips"]["require_major_character"], "top_k": int(config["faces"]["top_k"]),
-                "period_s": 1.0 / float(config["sampling"]["fps"]), "link": round(float(link), 6)}
+                "period_s": 1.0 / float(config["sampling"]["fps"]), "link": round(float(link), 6),
+                "min_quality": min_quality}
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         raise IdentitiesError(f"{out}/manifest.json lacks the clips, faces or sampling settings") from None
 
@@ -130,13 +141,14 @@ class _Tagger:
     """One tagging pass over a store (see the module docstring for the steps)."""
 
     def __init__(self, out: Path, templates: Templates, gallery_id: str, thresholds: Thresholds,
-                 settings: dict, options: TagOptions) -> None:
+                 settings: dict, options: TagOptions, named_clusters: Iterable[int] = (),
+                 min_quality: float | None = None) -> None:
         from vidpipe.store import read_table
 
-        self.out, self.templates, self.gallery_id = out, templates, gallery_id
+        self.out, self.templates, self.gallery_id, self.min_quality = out, templates, gallery_id, min_quality
         self.thresholds, self.settings, self.options = thresholds, settings, options
         self.library = settings["library"]
-        self.state = _State.load(out)
+        self.state = _State.load(out, named_clusters)
         self.fresh = self.state.settings != settings  # a different analysis: redo everything
         videos = read_table(out, "videos", ["video_id", "path", "status", "config_hash"])
         self.videos = videos[videos.status == "ok"].set_index("video_id")
@@ -155,7 +167,8 @@ class _Tagger:
             mine = self.clips[self.clips.video_id == vid]
             spans = dict(zip(mine.index, zip(mine.start_s, mine.end_s)))
             table = video_tracks(self.out / "faces" / f"{vid}.parquet", spans, vid, self.library,
-                                 self.settings["link"], self.settings["top_k"], self.settings["period_s"])
+                                 self.settings["link"], self.settings["top_k"], self.settings["period_s"],
+                                 self.min_quality)
             with atomic_path(tracks_dir / f"{vid}.parquet") as tmp:
                 pq.write_table(table, tmp)
             self.report.videos_tracked += 1
@@ -282,12 +295,14 @@ class _Tagger:
         if not self.library:
             pick = pick & tracks.major.to_numpy(bool)
         chosen = tracks[pick]
-        key = _digest(sorted(chosen.key + "@" + chosen.video_id.map(self.state.videos)) + [self.options.clustering])
+        key = _digest(sorted(chosen.key + "@" + chosen.video_id.map(self.state.videos))
+                      + [self.options.clustering, self.min_quality])
         previous = read_clusters(self.out)
         if key == self.state.unknown_key and not self.fresh:
             self.report.clusters = int(previous.cluster_id.nunique())
             return
-        labels = cluster_faces(self.embeddings[pick], self.options.clustering, self.settings["link"])
+        labels = cluster_faces(self.embeddings[pick], self.options.clustering, self.settings["link"],
+                               chosen.quality.to_numpy(), self.min_quality, chosen.n_faces.to_numpy())
         before = dict(zip(previous.clip_id + "#" + previous.track.astype(str), previous.cluster_id))
         ids, self.state.next_cluster_id = stable_ids(chosen.key.tolist(), labels, before, self.state.next_cluster_id)
         members = chosen.assign(cluster_id=ids)[ids >= 0]
@@ -350,8 +365,14 @@ def _changed_clips(before: pd.DataFrame, after: pd.DataFrame) -> int:
 def tag(out: str | Path, db: str | Path, options: TagOptions | None = None) -> TagReport:
     """Tag every kept clip of the store `out` with the people of gallery `db` (incremental:
     see the module docstring). Writes OUT/identities/tags.parquet, OUT/tracks/,
-    OUT/unknown/ and OUT/timeline.json|csv."""
-    out, options = Path(out), options or TagOptions()
+    OUT/unknown/ and OUT/timeline.json|csv. One tagging of a store at a time: a second
+    refuses (`store_lock`)."""
+    with store_lock(out):
+        return _tag(Path(out), db, options)
+
+
+def _tag(out: Path, db: str | Path, options: TagOptions | None) -> TagReport:
+    options = options or TagOptions()
     store_fp = store_fingerprint(out)
     with Gallery.open(db) as gallery:
         fingerprint, templates = gallery.fingerprint, gallery.templates()
@@ -360,6 +381,7 @@ def tag(out: str | Path, db: str | Path, options: TagOptions | None = None) -> T
                                   f"`vidpipe enroll DIR --db {db}`")
         require_same(fingerprint, store_fp, str(db), str(out))
         saved, gallery_id = gallery.calibration, gallery.gallery_id
+        named = [int(s.path.rpartition("#")[2]) for s in gallery.sources(under=f"cluster:{out.absolute()}#")]
     if options.threshold is not None and options.margin is not None:
         thresholds = Thresholds(options.threshold, options.margin)
     else:
@@ -368,4 +390,6 @@ def tag(out: str | Path, db: str | Path, options: TagOptions | None = None) -> T
                                 base.margin if options.margin is None else options.margin)
     # Tracks do not follow --threshold (changing it re-decides, it does not re-track).
     link = options.link if options.link is not None else DEFAULTS.get(fingerprint.embedder_key, thresholds).threshold
-    return _Tagger(out, templates, gallery_id, thresholds, _store_settings(out, link), options).run()
+    min_quality = QUALITY_FLOORS.get(fingerprint.embedder_key)
+    return _Tagger(out, templates, gallery_id, thresholds, _store_settings(out, link, min_quality), options, named,
+                   min_quality).run()

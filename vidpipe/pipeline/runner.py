@@ -32,9 +32,11 @@ from vidpipe.pipeline.shots import ShotDetector
 from vidpipe.pipeline.spans import SpanWatch, plan_spans
 from vidpipe.pipeline.stage import ClipContext, Frame, Stage, StageResult, backend_owner, check_order, stage_classes
 from vidpipe.registry import Backends, NoBackendAvailable, log_once
-from vidpipe.store import Manifest, VideoLock, VideoWriter, finished, record_path, table_schemas
+from vidpipe.store import (
+    Manifest, VideoLock, VideoWriter, finished, forget_unreadable, record_error, record_path, table_schemas,
+)
 from vidpipe.util import first_line
-from vidpipe.video import DecodedFrame, VideoError, VideoInfo, content_id, decode, probe
+from vidpipe.video import DecodedFrame, VideoError, VideoInfo, content_id, decode, file_problem, probe
 from vidpipe.weights import describe_file
 
 log = logging.getLogger("vidpipe")
@@ -226,15 +228,19 @@ class VideoProcessor:
         started = time.perf_counter()
         path = Path(path)
         try:
+            if (problem := file_problem(path)) is not None:
+                raise VideoError(problem)
             video_id = content_id(path)
             record_path(self.out, path, video_id)
-        except OSError as e:
-            return VideoOutcome(str(path), None, "error", error=f"cannot read file: {e.strerror}")
+        except (OSError, VideoError) as e:
+            error = str(e) if isinstance(e, VideoError) else f"cannot read file: {e.strerror}"
+            return VideoOutcome(str(path), record_error(self.out, path, error, self.config_hash), "error", error=error)
+        forget_unreadable(self.out, path)
         lock = VideoLock(self.out, video_id)
         if not lock.acquire(wait=wait):
             return VideoOutcome(str(path), video_id, "busy")
         try:
-            done = finished(self.out, video_id)
+            done = finished(self.out, video_id, self.schemas)  # a file of it that cannot be read: redo it
             if done is not None and done.config_hash == self.config_hash:
                 return VideoOutcome(str(path), video_id, "skipped", error=done.error)
             spans = plan_spans(path, video_id, self.cfg, self.split_s)

@@ -43,9 +43,9 @@ def cohen_kappa(a: list[str], b: list[str]) -> float | None:
 
 def agreement(decisions: Iterable[Decision]) -> list[Agreement]:
     """One row per identity proposed to clips labelled twice, then the overall row."""
-    by_clip: dict[str, dict[int, Decision]] = {}
+    by_clip: dict[tuple[str, str], dict[int, Decision]] = {}
     for d in decisions:
-        by_clip.setdefault(d.clip_id, {})[d.pass_] = d
+        by_clip.setdefault(d.item, {})[d.pass_] = d
     pairs: dict[str, list[tuple[str, str, bool]]] = {}
     for passes in by_clip.values():
         if 1 in passes and 2 in passes:

@@ -9,11 +9,14 @@ with `PRAGMA user_version` as the gallery's is. Tables:
 
 - `meta(key, value)`: `secret` (random; access and CSRF tokens are derived from it, so a
   restarted server still accepts the page's token and the printed URL stays the same).
-- `decisions(decision_id, clip_id, pass, verdict, label, proposed, score, reviewer,
-  decided_at)`: one row per clip and pass (1: first review, 2: the blind second review,
-  3: the arbiter's decision on a disagreement); deciding again replaces it.
-- `leases(clip_id, pass, holder, expires)`: a clip handed to one browser tab, so that two
-  tabs never review the same clip at the same time; it lapses after `LEASE_S`.
+- `decisions(decision_id, clip_id, subject, pass, verdict, label, proposed, score,
+  reviewer, decided_at)`: one row per clip, subject and pass (1: first review, 2: the
+  blind second review, 3: the arbiter's decision on a disagreement); deciding again
+  replaces it. `subject` is '' for a decision on the whole clip (one identity per clip),
+  else the person of a library store's clip it is about (the name proposed for them).
+- `leases(clip_id, pass, holder, expires)`: an item (`item_key`: a clip, or one person of
+  it) handed to one browser tab, so that two tabs never review it at the same time; it
+  lapses after `LEASE_S`.
 """
 
 from __future__ import annotations
@@ -55,6 +58,28 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (clip_id, pass)
     );
     """,
+    # 1 -> 2: a decision is about one person of the clip (`subject`, the name proposed for
+    # them; '' for the whole clip), so that in a library store deciding on one person of a
+    # two-shot leaves the other's tag alone. Leases then hold item keys (see `item_key`).
+    """
+    CREATE TABLE decisions_2 (
+        decision_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        clip_id TEXT NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
+        pass INTEGER NOT NULL CHECK (pass IN (1, 2, 3)),
+        verdict TEXT NOT NULL CHECK (verdict IN ('accept', 'reject', 'assign', 'noise')),
+        label TEXT NOT NULL,
+        proposed TEXT,
+        score REAL,
+        reviewer TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        UNIQUE (clip_id, subject, pass)
+    );
+    INSERT INTO decisions_2(decision_id, clip_id, pass, verdict, label, proposed, score, reviewer, decided_at)
+        SELECT decision_id, clip_id, pass, verdict, label, proposed, score, reviewer, decided_at FROM decisions;
+    DROP TABLE decisions;
+    ALTER TABLE decisions_2 RENAME TO decisions;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION_ID = 0x76707276  # 'vprv': tells a review file from a gallery, whose user_version also counts up
@@ -79,6 +104,16 @@ class Decision:
     reviewer: str
     decided_at: str
     decision_id: int = 0
+    subject: str = ""  # '' : the whole clip; else the person of the clip it is about
+
+    @property
+    def item(self) -> tuple[str, str]:
+        return (self.clip_id, self.subject)
+
+
+def item_key(clip_id: str, subject: str = "") -> str:
+    """One review item as a lease key: the clip, or `CLIP#PERSON`."""
+    return f"{clip_id}#{subject}" if subject else clip_id
 
 
 def review_db_path(gallery: str | Path) -> Path:
@@ -168,8 +203,9 @@ class ReviewDB:
     # ---------------------------------------------------------------- decisions
 
     def decide(self, clip_id: str, pass_: int, verdict: str, reviewer: str, proposed: str | None,
-               score: float | None, identity: str | None = None) -> Decision:
-        """Record (or replace) one decision and release the clip's lease, in one transaction."""
+               score: float | None, identity: str | None = None, subject: str = "") -> Decision:
+        """Record (or replace) one decision on the clip (or on its person `subject`) and
+        release the item's lease, in one transaction."""
         if pass_ not in PASSES:
             raise ReviewError(f"pass must be one of {PASSES}, not {pass_}")
         reviewer = (reviewer or "").strip() or "reviewer"
@@ -177,24 +213,24 @@ class ReviewDB:
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         with self.lock:
             if pass_ == 2:
-                first = self.decision(clip_id, 1)
+                first = self.decision(clip_id, 1, subject)
                 if first is None:
                     raise ReviewError(f"clip {clip_id} has no first review yet")
                 if first.reviewer == reviewer:
                     raise ReviewError(f"the second review of {clip_id} must be by another reviewer than {reviewer}")
             self._write([
-                ("""INSERT INTO decisions(clip_id, pass, verdict, label, proposed, score, reviewer, decided_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT(clip_id, pass) DO UPDATE SET verdict = excluded.verdict, label = excluded.label,
-                      proposed = excluded.proposed, score = excluded.score, reviewer = excluded.reviewer,
-                      decided_at = excluded.decided_at""",
-                 (clip_id, pass_, verdict, label, proposed, score, reviewer, now)),
-                ("DELETE FROM leases WHERE clip_id = ? AND pass = ?", (clip_id, pass_)),
+                ("""INSERT INTO decisions(clip_id, subject, pass, verdict, label, proposed, score, reviewer, decided_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(clip_id, subject, pass) DO UPDATE SET verdict = excluded.verdict,
+                      label = excluded.label, proposed = excluded.proposed, score = excluded.score,
+                      reviewer = excluded.reviewer, decided_at = excluded.decided_at""",
+                 (clip_id, subject, pass_, verdict, label, proposed, score, reviewer, now)),
+                ("DELETE FROM leases WHERE clip_id = ? AND pass = ?", (item_key(clip_id, subject), pass_)),
             ])
-            return self.decision(clip_id, pass_)  # type: ignore[return-value]
+            return self.decision(clip_id, pass_, subject)  # type: ignore[return-value]
 
-    def decision(self, clip_id: str, pass_: int) -> Decision | None:
-        rows = self._decisions("WHERE clip_id = ? AND pass = ?", (clip_id, pass_))
+    def decision(self, clip_id: str, pass_: int, subject: str = "") -> Decision | None:
+        rows = self._decisions("WHERE clip_id = ? AND subject = ? AND pass = ?", (clip_id, subject, pass_))
         return rows[0] if rows else None
 
     def decisions(self, pass_: int | None = None, after_id: int = 0) -> list[Decision]:
@@ -211,7 +247,7 @@ class ReviewDB:
     def _decisions(self, tail: str, args: tuple) -> list[Decision]:
         with self.lock:
             rows = self.conn.execute(
-                "SELECT clip_id, pass, verdict, label, proposed, score, reviewer, decided_at, decision_id "
+                "SELECT clip_id, pass, verdict, label, proposed, score, reviewer, decided_at, decision_id, subject "
                 f"FROM decisions {tail}", args).fetchall()
         return [Decision(*row) for row in rows]
 
@@ -259,14 +295,13 @@ class ReviewDB:
         return None if row is None else row[0]
 
 
-def final_labels(decisions: Iterable[Decision], min_passes: int = 1) -> dict[str, Decision]:
-    """Each reviewed clip's standing decision: the arbiter's (pass 3) when there is one,
-    else the first review when the second agrees with it or (with `min_passes=1`) has not
-    happened yet. Clips whose two reviews disagree and await the arbiter are left out."""
-    by_clip: dict[str, dict[int, Decision]] = {}
-    for d in decisions:
-        by_clip.setdefault(d.clip_id, {})[d.pass_] = d
-    out: dict[str, Decision] = {}
+def final_labels(decisions: Iterable[Decision], min_passes: int = 1) -> dict[tuple[str, str], Decision]:
+    """Each reviewed item's (clip, subject: `Decision.item`) standing decision: the
+    arbiter's (pass 3) when there is one, else the first review when the second agrees
+    with it or (with `min_passes=1`) has not happened yet. Items whose two reviews
+    disagree and await the arbiter are left out."""
+    by_clip = _by_item(decisions)
+    out: dict[tuple[str, str], Decision] = {}
     for clip, passes in by_clip.items():
         if 3 in passes:
             out[clip] = passes[3]
@@ -278,9 +313,14 @@ def final_labels(decisions: Iterable[Decision], min_passes: int = 1) -> dict[str
     return out
 
 
-def disagreements(decisions: Iterable[Decision]) -> dict[str, tuple[Decision, Decision]]:
-    """Clips whose first and second reviews gave different labels: the third queue."""
-    by_clip: dict[str, dict[int, Decision]] = {}
-    for d in decisions:
-        by_clip.setdefault(d.clip_id, {})[d.pass_] = d
+def disagreements(decisions: Iterable[Decision]) -> dict[tuple[str, str], tuple[Decision, Decision]]:
+    """Items whose first and second reviews gave different labels: the third queue."""
+    by_clip = _by_item(decisions)
     return {c: (p[1], p[2]) for c, p in by_clip.items() if 1 in p and 2 in p and p[1].label != p[2].label}
+
+
+def _by_item(decisions: Iterable[Decision]) -> dict[tuple[str, str], dict[int, Decision]]:
+    out: dict[tuple[str, str], dict[int, Decision]] = {}
+    for d in decisions:
+        out.setdefault(d.item, {})[d.pass_] = d
+    return out

@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from vidpipe.identities.encoder import IdentitiesError
 from vidpipe.identities.gallery import Gallery
 from vidpipe.identities.match import UNKNOWN
 from vidpipe.review.agreement import agreement
-from vidpipe.review.db import LEASE_S, PASSES, ReviewDB, ReviewError, review_db_path
+from vidpipe.review.db import LEASE_S, PASSES, ReviewDB, ReviewError, final_labels, item_key, review_db_path
 from vidpipe.review.media import Cuts, MediaGone, checked_file, face_jpeg, mime_type, playable
 from vidpipe.review.publish import Publisher
 from vidpipe.review.queue import Clip, StoreView
@@ -87,7 +88,7 @@ class ReviewApp:
         self.token = token or _derive(self.db.secret, "access")
         self.csrf = _derive(self.db.secret, "csrf:" + self.token)
         self.cuts = Cuts()
-        self.publisher = Publisher(self.out, self.db, set(self.view.clips))
+        self.publisher = Publisher(self.out, self.db, self.view)
         self.crop = lru_cache(maxsize=512)(self._crop)
         self.closed = False
 
@@ -106,43 +107,58 @@ class ReviewApp:
             return f"/media/{clip.clip_id}", clip.start_s, clip.end_s
         return f"/media/{clip.clip_id}", 0.0, clip.duration_s
 
-    def clip_payload(self, clip: Clip, pass_: int) -> dict[str, Any]:
+    def clip_payload(self, clip: Clip, pass_: int, subject: str = "") -> dict[str, Any]:
         decisions = self.db.decisions()
+        proposed, score, _ = self.view.subject(clip.clip_id, subject)
         src, t0, t1 = self.media(clip)
         refs = []
-        for ref in self.view.references(clip.proposed, clip.clip_id, decisions):
+        for ref in self.view.references(proposed, clip.clip_id, decisions):
             rsrc, r0, r1 = self.media(ref)
             refs.append({"clip_id": ref.clip_id, "src": rsrc, "t0": r0, "t1": r1, "score": ref.score,
                          "video": self.view.videos[ref.video_id].name})
         payload = {
             "clip_id": clip.clip_id, "video": self.view.videos[clip.video_id].name, "video_id": clip.video_id,
-            "start_s": clip.start_s, "end_s": clip.end_s, "proposed": clip.proposed, "score": clip.score,
+            "start_s": clip.start_s, "end_s": clip.end_s, "proposed": proposed, "score": score, "subject": subject,
+            "people": self.people_payload(clip.clip_id, pass_, decisions),
             "source": clip.source, "src": src, "t0": t0, "t1": t1, "pass": pass_,
             "crops": [f"/crop/{clip.clip_id}/{k}.jpg" for k in range(len(self.view.faces(clip.clip_id)))],
             "references": refs, "earlier": [],
         }
         if pass_ == 3:  # the arbiter sees both reviews; pass 2 is blind
-            payload["earlier"] = [{"pass": d.pass_, "label": d.label, "reviewer": d.reviewer}
-                                  for d in decisions if d.clip_id == clip.clip_id and d.pass_ in (1, 2)]
+            payload["earlier"] = [{"pass": d.pass_, "label": d.label, "reviewer": d.reviewer} for d in decisions
+                                  if d.item == (clip.clip_id, subject) and d.pass_ in (1, 2)]
         return payload
+
+    def people_payload(self, clip_id: str, pass_: int, decisions) -> list[dict[str, Any]]:
+        """Every person proposed in the clip, each with the standing label (None: not yet
+        decided; pass 2 is blind, so it shows that pass's own decisions only)."""
+        final = final_labels(d for d in decisions if pass_ != 2 or d.pass_ == 2)
+        return [{"identity": p.identity, "score": p.score,
+                 "label": final[clip_id, p.identity].label if (clip_id, p.identity) in final else None}
+                for p in self.view.people.get(clip_id, [])]
 
     def next_clip(self, pass_: int, tab: str, reviewer: str, video: str | None, identity: str | None) -> dict[str, Any]:
         decisions = self.db.decisions()
         order = self.view.queue(pass_, decisions, reviewer, video, identity)
-        chosen = self.db.lease(order, pass_, tab)
-        clip = None if chosen is None else self.clip_payload(self.view.clips[chosen], pass_)
+        keys = {item_key(*i): i for i in order}
+        chosen = self.db.lease(list(keys), pass_, tab)
+        clip = None if chosen is None else self.clip_payload(self.view.clips[keys[chosen][0]], pass_, keys[chosen][1])
         return {"clip": clip, "remaining": len(order), "lease_s": LEASE_S}
 
     def decide(self, body: dict[str, Any]) -> dict[str, Any]:
-        pass_, tab = _pass(body), str(body.get("tab") or "")
+        pass_, tab, subject = _pass(body), str(body.get("tab") or ""), str(body.get("subject") or "")
         clip = self.view.clip(str(body.get("clip_id") or ""))
         if clip is None:
             raise ReviewError("no such clip in this store")
-        holder = self.db.holder_of(clip.clip_id, pass_)
+        try:
+            proposed, score, _ = self.view.subject(clip.clip_id, subject)
+        except IdentitiesError as e:
+            raise ReviewError(str(e)) from None
+        holder = self.db.holder_of(item_key(clip.clip_id, subject), pass_)
         if holder is not None and holder != tab:
             raise ReviewError(f"clip {clip.clip_id} is being reviewed in another tab")
         decision = self.db.decide(clip.clip_id, pass_, str(body.get("verdict") or ""), str(body.get("reviewer") or ""),
-                                  clip.proposed, clip.score, body.get("identity"))
+                                  proposed, score, body.get("identity"), subject)
         self.publisher.mark()
         result = self.next_clip(pass_, tab, str(body.get("reviewer") or ""), body.get("video") or None,
                                 body.get("identity_filter") or None)
@@ -179,7 +195,7 @@ def _pass(body: dict[str, Any]) -> int:
 
 
 def _decision_json(d) -> dict[str, Any]:
-    return {"clip_id": d.clip_id, "pass": d.pass_, "verdict": d.verdict, "label": d.label, "proposed": d.proposed,
+    return {"clip_id": d.clip_id, "subject": d.subject, "pass": d.pass_, "verdict": d.verdict, "label": d.label, "proposed": d.proposed,
             "reviewer": d.reviewer, "decided_at": d.decided_at}
 
 
@@ -320,7 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
             "/api/next": lambda b: self.app.next_clip(_pass(b), str(b.get("tab") or ""), str(b.get("reviewer") or ""),
                                                       b.get("video") or None, b.get("identity_filter") or None),
             "/api/decide": self.app.decide,
-            "/api/renew": lambda b: {"ok": self.app.db.renew(str(b.get("clip_id") or ""), _pass(b), str(b.get("tab") or ""))},
+            "/api/renew": lambda b: {"ok": self.app.db.renew(item_key(str(b.get("clip_id") or ""), str(b.get("subject") or "")),
+                                                             _pass(b), str(b.get("tab") or ""))},
             "/api/release": lambda b: self.app.db.release(str(b.get("tab") or "")) or {"ok": True},
         }
         if path not in routes:
@@ -347,6 +364,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 class ReviewServer(ThreadingHTTPServer):
     daemon_threads = True
+    # The listen backlog. socketserver's 5 drops the connections a page (media ranges,
+    # crops, API calls of several tabs) opens at once beyond it: their SYNs wait out
+    # retransmission timeouts. The kernel caps it at net.core.somaxconn.
+    request_queue_size = 1024
 
     def __init__(self, app: ReviewApp, host: str, port: int) -> None:
         self.app = app

@@ -82,10 +82,12 @@ function text(tag, value, cls) {
 function show(clip, remaining) {
   current = clip;
   document.body.dataset.clip = clip ? clip.clip_id : "";
+  document.body.dataset.subject = clip ? clip.subject : "";
   $("remaining").textContent = `${remaining} to review`;
   $("crops").replaceChildren();
   $("refs").replaceChildren();
   $("earlier").textContent = "";
+  $("people").replaceChildren();
   const video = $("clip");
   if (!clip) {
     video.removeAttribute("src");
@@ -101,6 +103,14 @@ function show(clip, remaining) {
   $("score").textContent = clip.score == null ? "" : `score ${clip.score.toFixed(2)} (${clip.source})`;
   $("clip-info").textContent = `${clip.video} · ${clip.start_s.toFixed(2)}–${clip.end_s.toFixed(2)} s · ${clip.clip_id}`;
   $("ref-name").textContent = clip.proposed;
+  // A library clip: every person of it, each decided on their own (the one asked now first).
+  $("people").replaceChildren(...clip.people.map((p) => {
+    const state = p.identity === clip.subject ? "asking now" : p.label === null ? "to review" : `→ ${p.label}`;
+    const li = text("li", `${p.identity} (${state})`);
+    li.dataset.person = p.identity;
+    li.dataset.label = p.label || "";
+    return li;
+  }));
   for (const src of clip.crops) {
     const img = document.createElement("img");
     img.src = src;
@@ -135,8 +145,10 @@ async function refresh() {
     filled = true;
   }
   $("recent").replaceChildren(...state.recent.map((d) => {
-    const li = text("li", `${d.label === d.proposed ? "✓" : "✗"} ${d.verdict} → ${d.label} · ${d.clip_id} · pass ${d.pass} · ${d.reviewer}`);
+    const who = d.subject ? ` (${d.subject})` : "";
+    const li = text("li", `${d.label === d.proposed ? "✓" : "✗"} ${d.verdict} → ${d.label} · ${d.clip_id}${who} · pass ${d.pass} · ${d.reviewer}`);
     li.dataset.clip = d.clip_id;
+    li.dataset.subject = d.subject;
     li.dataset.verdict = d.verdict;
     return li;
   }));
@@ -158,9 +170,10 @@ async function decide(verdict, identity) {
   if (!current) return;
   $("message").textContent = "";
   try {
-    const data = await post("/api/decide", {...query(), clip_id: current.clip_id, verdict, identity});
+    const data = await post("/api/decide", {...query(), clip_id: current.clip_id, subject: current.subject, verdict, identity});
     show(data.clip, data.remaining);
     $("assign-name").value = "";
+    $("assign-name").blur();  // the keys decide the next clip, not type into the name box
     $("message").textContent = `${data.decided.clip_id}: ${data.decided.verdict} → ${data.decided.label}`;
     await refresh();
   } catch (e) {
@@ -199,7 +212,7 @@ window.addEventListener("pagehide", () => {
                          headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}, body: JSON.stringify({tab})});
 });
 // Keep the lease while the clip is on screen.
-setInterval(() => { if (current) post("/api/renew", {...query(), clip_id: current.clip_id}).catch(() => {}); }, 30000);
+setInterval(() => { if (current) post("/api/renew", {...query(), clip_id: current.clip_id, subject: current.subject}).catch(() => {}); }, 30000);
 
 $("pass").value = String(settings.pass || 1);
 $("reviewer").value = settings.reviewer || "reviewer";
