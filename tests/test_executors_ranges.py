@@ -18,7 +18,8 @@ from vidpipe.config import Config
 from vidpipe.pipeline import stage as stage_module
 from vidpipe.pipeline.runner import Pipeline, VideoProcessor
 from vidpipe.pipeline.stage import ClipContext, Stage, StageResult, register_stage
-from vidpipe.ranges import MergeTask, RangeTask, merge_ranges, parts_root, plan_spans, process_range, spans_at
+from vidpipe.pipeline.spans import plan_spans, spans_at
+from vidpipe.ranges import MergeTask, RangeTask, merge_ranges, parts_root, process_range
 from vidpipe.video import content_id, keyframes, probe
 
 # Shots (seconds): a 41 s shot (longer than a clip, longer than a range), a flash of two

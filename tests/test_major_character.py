@@ -3,6 +3,7 @@ verdicts on real photos and videos, checked against what the pictures show."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -243,9 +244,12 @@ def test_no_face_head_or_body_network_runs_on_a_rejected_clip(street):
     outcome, clips = street
     calls = outcome.model_calls
     assert {t: calls.get(t, 0) for t in EMBEDDERS} == dict.fromkeys(EMBEDDERS, 0)
-    # The rule's own detectors ran once per sampled frame, and nothing ran them again.
+    # The rule's own detectors ran on the coarse frames (every 4th, in batches), which
+    # rejected the street without the rest, and nothing ran them again.
     n = int(clips.n_frames_sampled.iloc[0])
-    assert calls["face_detector"] == calls["person_detector"] == n > 0
+    rule = Config().major_character
+    coarse = math.ceil(n / rule.coarse_step)
+    assert calls["face_detector"] == calls["person_detector"] == math.ceil(coarse / rule.batch_size) > 0
 
 
 # ---------------------------------------------------------------- hands, arms and torsos
@@ -288,3 +292,26 @@ def test_hands_arms_and_torsos_without_a_head_are_no_major_character(headless, n
     clip = headless[name]
     assert clip.valid_frame_ratio >= 0.3  # the area rule passes ...
     assert clip.status == "rejected" and clip.reason == HEAD_NOT_SEEN == "no_major_head_in_frame"  # ... on no head
+
+
+# ---------------------------------------------------------------- the cheap rule
+
+
+def test_the_cheap_rule_gives_the_exact_rules_verdicts_for_less(shared, tmp_path):
+    """Coarse frames first (the default) against every frame (coarse_step 1), on Hamilton
+    (kept and rejected shots) and testvideo (rejected shots of 1-10 s): the same verdicts,
+    fewer network calls (benchmarks/bench_rule.py prints the table for every shared video)."""
+    videos = [shared / "media/videos/short_hamilton_clip.mp4", shared / "media/videos/pyscenedetect/testvideo.mp4"]
+    verdicts, calls = {}, {}
+    for step in (1, 4):
+        cfg = full_config(shared, **{"pipeline.stages": "major_character", "major_character.coarse_step": step})
+        report = vidpipe.run(videos, tmp_path / str(step), cfg)
+        clips = vidpipe.read_table(tmp_path / str(step), "clips")
+        clips = clips[clips.valid_frame_ratio.notna()]
+        # a kept clip's ratio is over all its frames either way; a rejected one's may be the coarse frames'
+        ratio = clips.valid_frame_ratio.where(clips.status == "ok").round(6)
+        verdicts[step] = dict(zip(clips.clip_id, zip(clips.status, clips.reason, ratio.fillna(-1))))
+        calls[step] = sum(o.model_calls["face_detector"] for o in report.outcomes)
+    assert len(verdicts[1]) >= 7 and verdicts[4] == verdicts[1]
+    assert sum(v[0] == "rejected" for v in verdicts[1].values()) >= 4
+    assert calls[4] < calls[1]

@@ -174,3 +174,16 @@ def test_gpl_and_user_models_are_never_chosen_by_auto():
     specs = registry.specs("head_detector")
     assert {n for n, s in specs.items() if s.auto is not None} == {"person_face"}
     assert {"wholebody", "yolo_onnx", "yolo_pt"} <= set(specs)
+
+
+def test_hog_skips_frames_smaller_than_its_window():
+    """OpenCV's HOG segfaults on an image smaller than its 64x128 window (a 64x36 video killed
+    the whole run); such a frame holds no findable person. Run in a child: a crash is a red test,
+    not a dead test session."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from vidpipe.backends.hog import HogPersonDetector; d = HogPersonDetector(); "
+            "print(sum(len(d.detect([np.zeros((h, w, 3), np.uint8)])) for h, w in [(36, 64), (63, 200), (200, 31)]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr[-500:]

@@ -283,10 +283,10 @@ def test_every_job_is_a_subcommand_with_help(command):
 def test_an_unexpected_failure_is_recorded_for_that_file_only(mixed_folder, tmp_path, monkeypatch):
     from vidpipe.stages.faces import FaceStage
 
-    def broken(self, ctx):
+    def broken(self, ctxs):
         raise RuntimeError("model exploded\nsecond line")
 
-    monkeypatch.setattr(FaceStage, "process", broken)
+    monkeypatch.setattr(FaceStage, "process_batch", broken)
     cfg = Config()
     cfg.faces.detector = cfg.faces.embedder = "dlib"
     cfg.set("pipeline.stages", "faces")

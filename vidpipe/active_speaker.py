@@ -15,69 +15,17 @@ pass, cropped as they stream, so a clip never holds more than its small face cro
 from __future__ import annotations
 
 import os
-from abc import abstractmethod
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from vidpipe.audio import SAMPLE_RATE, AudioReader
-from vidpipe.backends.base import FACE, Backend, Detections
+from vidpipe.backends.base import FACE, ActiveSpeakerScorer, Detections
+from vidpipe.records import FaceTrack, SpeakingScores  # noqa: F401  (the asd stage's records)
 from vidpipe.video import VideoInfo, decode_range, probe
 
 if TYPE_CHECKING:
     from vidpipe.config import Config
-
-
-class ActiveSpeakerScorer(Backend):
-    """Face crops at `fps` + the audio heard with them → one speaking logit per crop."""
-
-    fps: float = 25.0
-
-    @abstractmethod
-    def crop(self, gray: np.ndarray, box: np.ndarray) -> np.ndarray:
-        """The model's face crop from a grey picture; `box` = x1, y1, x2, y2 in its pixels."""
-
-    @abstractmethod
-    def score(self, tracks: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-        """For each (16 kHz int16 samples, (T, h, w) crops) starting at the same instant: (T,)
-        float32 logits, batched over tracks."""
-
-
-@dataclass
-class FaceTrack:
-    """One face through a time range at the scorer's frame rate."""
-
-    times: np.ndarray  # (T,) presentation seconds: start_s + k / fps
-    boxes: np.ndarray  # (T, 4) x1, y1, x2, y2 in source pixels; NaN where the face is not followed
-
-    @property
-    def followed(self) -> np.ndarray:
-        return ~np.isnan(self.boxes[:, 0])
-
-
-@dataclass
-class SpeakingScores:
-    """A track with its logits (NaN where the face is not followed)."""
-
-    track: FaceTrack
-    logits: np.ndarray
-
-    @property
-    def speaking(self) -> np.ndarray:
-        """(T,) bool: followed and logit > 0."""
-        return np.nan_to_num(self.logits, nan=-np.inf) > 0
-
-    @property
-    def mean_logit(self) -> float:
-        followed = self.logits[~np.isnan(self.logits)]
-        return float(followed.mean()) if len(followed) else float("nan")
-
-    @property
-    def speaking_ratio(self) -> float:
-        """Fraction of the followed frames where the face speaks."""
-        followed = ~np.isnan(self.logits)
-        return float(self.speaking[followed].mean()) if followed.any() else float("nan")
 
 
 def grid_times(start_s: float, end_s: float, fps: float) -> np.ndarray:

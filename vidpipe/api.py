@@ -18,7 +18,8 @@ from vidpipe.config import Config
 from vidpipe.devices import with_device_batches
 from vidpipe.executors import get_executor, threads_per_worker
 from vidpipe.pipeline.runner import Pipeline, VideoOutcome, VideoProcessor
-from vidpipe.ranges import MergeTask, RangeTask, may_split, merge_ranges, process_range
+from vidpipe.pipeline.spans import may_split
+from vidpipe.ranges import MergeTask, RangeTask, merge_ranges, process_range
 from vidpipe.store import read_table, record_error, remove_stale_temporaries
 from vidpipe.video import content_id, file_problem
 from vidpipe.weights import check_named_dirs

@@ -8,9 +8,10 @@ heard with its frames even where the streams start at different times
 and reads forward clip by clip, holding only the samples not yet asked for: a long video's
 audio is never in memory.
 
-`spectrogram` is the paper's front end for spectrogram-based speaker models (the paper's
-ResNet34 and any model a user registers); the default embedder (GE2E, resemblyzer) brings
-its own mel front end. Torch is imported inside functions: listing stages stays fast.
+`spectrogram` (defined with the backend that feeds it, `backends/spectrogram_model.py`) is
+the paper's front end for spectrogram-based speaker models (the paper's ResNet34 and any
+model a user registers); the default embedder (GE2E, resemblyzer) brings its own mel front
+end. Torch is imported inside functions: listing stages stays fast.
 """
 
 from __future__ import annotations
@@ -18,36 +19,26 @@ from __future__ import annotations
 import logging
 import math
 import os
-from abc import abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator
 
 import av
 import numpy as np
 
-from vidpipe.backends.base import Backend
+from vidpipe.backends.base import SpeakerEmbedder, VoiceActivityDetector  # noqa: F401  (re-exported)
+from vidpipe.backends.spectrogram_model import spectrogram  # noqa: F401  (the paper's front end, re-exported)
+from vidpipe.records import INT16_SCALE, SAMPLE_RATE, ClipAudio, mask_of, to_float  # noqa: F401  (the audio stages' records)
 
 if TYPE_CHECKING:
-    import torch
 
     from vidpipe.config import Config
 
 log = logging.getLogger("vidpipe")
 
-SAMPLE_RATE = 16000
-INT16_SCALE = 32768.0
 
 
 class AudioError(Exception):
     """Audio that cannot be read (one-line message)."""
-
-
-def to_float(samples: np.ndarray) -> np.ndarray:
-    """16-bit samples as float32 in [-1, 1) (what the networks take)."""
-    if samples.dtype == np.int16:
-        return samples.astype(np.float32) / INT16_SCALE
-    return np.asarray(samples, np.float32)
 
 
 class AudioReader:
@@ -203,69 +194,6 @@ def resample(samples: np.ndarray, rate: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- the paper's front end
 
-# The paper gives no window; it follows VoxCeleb [37] (Nagrani et al. 2017): Hamming
-# window of 25 ms, step 10 ms, 512-point FFT, i.e. "spectrograms of size 512 x 300 for 3
-# seconds of speech" (the full FFT: 512 bins; `onesided` keeps the 257 distinct ones).
-N_FFT, WIN_LENGTH, HOP_LENGTH = 512, 400, 160
-SPECTROGRAM_DIVISOR = 50.0
-
-
-def spectrogram(samples: np.ndarray, onesided: bool = False) -> "torch.Tensor":
-    """(bins, frames) float32: |STFT| of 16 kHz samples (float in [-1, 1) or int16), each
-    bin's mean over the utterance subtracted, divided by 50.0, no variance normalisation
-    (iQIYI-VID §5.1). Frame k is a 25 ms periodic Hamming window centred in the 512-sample
-    block that starts at k × 10 ms (torch.stft, center=False)."""
-    import torch
-
-    x = torch.from_numpy(to_float(np.asarray(samples).reshape(-1)))
-    if len(x) < N_FFT:  # one frame at least
-        x = torch.nn.functional.pad(x, (0, N_FFT - len(x)))
-    spec = torch.stft(x, N_FFT, HOP_LENGTH, WIN_LENGTH, window=torch.hamming_window(WIN_LENGTH),
-                      center=False, onesided=onesided, return_complex=True).abs()
-    return (spec - spec.mean(dim=1, keepdim=True)) / SPECTROGRAM_DIVISOR
-
-
-# ---------------------------------------------------------------- interfaces and records
-
-class VoiceActivityDetector(Backend):
-    """16 kHz audio → where speech is."""
-
-    @abstractmethod
-    def speech(self, samples: np.ndarray) -> np.ndarray:
-        """(K, 2) int64 sample ranges [start, end) of speech in `samples` (16 kHz)."""
-
-
-class SpeakerEmbedder(Backend):
-    """Speech of several clips → one L2-normalised embedding each, batched over clips."""
-
-    dim: int
-
-    @abstractmethod
-    def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
-        """(len(clips), dim) float32 for 16 kHz speech (float or int16); NaN rows for empty or silent clips."""
-
-
-@dataclass
-class ClipAudio:
-    """A clip's audio and where its speech is: what the `speech` stage hands on."""
-
-    samples: np.ndarray  # int16, 16 kHz; sample i at start_s + i / SAMPLE_RATE
-    start_s: float  # presentation timeline
-    speech: np.ndarray  # (K, 2) sample ranges of speech
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.samples) / SAMPLE_RATE
-
-    @property
-    def speech_ratio(self) -> float:
-        return float((self.speech[:, 1] - self.speech[:, 0]).sum() / max(1, len(self.samples)))
-
-    def speech_mask(self) -> np.ndarray:
-        """(n_samples,) bool: inside a speech range."""
-        return mask_of(self.speech, len(self.samples))
-
-
 def bridge(ranges: np.ndarray, max_gap: int) -> np.ndarray:
     """Sample ranges with the gaps shorter than `max_gap` samples filled: the pauses of
     natural speech, which speaker encoders are trained with (GE2E on LibriSpeech: EER 1.8%
@@ -277,14 +205,6 @@ def bridge(ranges: np.ndarray, max_gap: int) -> np.ndarray:
         else:
             out.append([int(a), int(b)])
     return np.array(out, np.int64).reshape(-1, 2)
-
-
-def mask_of(ranges: np.ndarray, n: int) -> np.ndarray:
-    """(n,) bool: True inside the sample ranges [start, end)."""
-    mask = np.zeros(n, bool)
-    for a, b in np.asarray(ranges, np.int64).reshape(-1, 2):
-        mask[max(0, a) : max(0, b)] = True
-    return mask
 
 
 # ---------------------------------------------------------------- Python API

@@ -34,6 +34,7 @@ class RunConfig:
     gpus_per_worker: float = 0.0  # with Ray: share of a GPU each worker asks for (e.g. 0.25); 0: none
     split_s: float = 600.0  # videos longer than 1.5x this are processed in ranges of about this length; 0: never
     decode_ahead: int = 2  # shots decoded ahead of the models, on a thread; 0: on the models' thread
+    batch_frames: int = 128  # kept clips are handed to the stages together up to this many sampled frames (x8 on CUDA)
     weights_dir: str | None = None
     extensions: tuple[str, ...] = (
         ".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
@@ -94,6 +95,7 @@ RANGES: dict[str, Range] = {
     "run.gpus_per_worker": Range(0),
     "run.split_s": Range(0),
     "run.decode_ahead": Range(0),
+    "run.batch_frames": Range(1),
     "sampling.fps": Range(0, open=True),
     "sampling.max_side": Range(32),  # smaller than any detector's input
     "shots.adaptive_threshold": Range(0, open=True),

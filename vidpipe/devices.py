@@ -4,7 +4,8 @@
 `onnxruntime-gpu` build) or torch built with CUDA and seeing a GPU. ONNX backends take their
 providers from `vidpipe.backends._onnx.onnx_providers`, torch backends their device from
 `vidpipe.backends._torch.torch_device`. On CUDA, every stage's `batch_size` left at its default is multiplied by
-`GPU_BATCH_FACTOR`: the same code, bigger batches. Batch sizes change speed, not rows, so
+`GPU_BATCH_FACTOR`, and so is `run.batch_frames` (clips handed to the stages together): the
+same code, bigger batches. Batch sizes change speed, not rows, so
 they are not part of the config hash (a store made on CPUs resumes on GPUs).
 """
 
@@ -14,7 +15,7 @@ import dataclasses
 import functools
 from typing import Any
 
-from vidpipe.config import Config, ConfigError
+from vidpipe.config import Config, ConfigError, RunConfig
 
 GPU_BATCH_FACTOR = 8  # faces: 32 frames per detector call on the CPU, 256 on a GPU
 
@@ -53,6 +54,8 @@ def with_device_batches(cfg: Config) -> Config:
     if not resolve(cfg.run.device).startswith("cuda"):
         return cfg
     scaled = Config.from_dict(cfg.to_dict())
+    if scaled.run.batch_frames == RunConfig.batch_frames:
+        scaled.run.batch_frames *= GPU_BATCH_FACTOR
     for name in scaled.stage_names():
         section = scaled.section(name)
         defaults: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(section)}

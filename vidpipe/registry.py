@@ -67,10 +67,19 @@ def register(task: str, name: str, *, auto: int | None = None, summary: str = ""
         raise ValueError("'auto' is reserved")
 
     def deco(factory: Callable[["BackendContext"], Any]) -> Callable[["BackendContext"], Any]:
+        taken = _SPECS[task].get(name)
+        if taken is not None and qualified_name(taken.factory) != qualified_name(factory):
+            raise ValueError(f"{task} backend {name!r} is registered twice: by {qualified_name(taken.factory)} "
+                             f"and by {qualified_name(factory)}")
         _SPECS[task][name] = BackendSpec(task, name, factory, auto, summary or (factory.__doc__ or "").strip().split("\n")[0])
         return factory
 
     return deco
+
+
+def qualified_name(thing: Any) -> str:
+    """Where a function or class is defined: the same one imported again is no duplicate."""
+    return f"{thing.__module__}.{thing.__qualname__}"
 
 
 def _load_plugins() -> None:

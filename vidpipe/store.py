@@ -170,7 +170,7 @@ class VideoWriter:
             self._writers.pop(table).close()
             with open(self._tmp[table], "rb") as f:
                 os.fsync(f.fileno())
-        for table in known_schemas():  # a stage switched off since: its rows of this video go
+        for table in tables(self.out):  # on disk: a stage switched off or removed since loses its rows of this video
             if table not in self.schemas:
                 final_path(self.out, table, self.video_id).unlink(missing_ok=True)
         for table in self.schemas:  # dict order: `videos` last

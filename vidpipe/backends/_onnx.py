@@ -51,3 +51,25 @@ def session(model, device: str = "auto", threads: int = 0):
 
     model = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(model, sess_options=session_options(threads), providers=onnx_providers(device))
+
+
+def free_batch(path, fix) -> bytes | None:
+    """The ONNX model at `path` with a free batch dimension: `fix(node, constants)` edits the
+    nodes that tie the outputs to a batch of one (a Transpose or Reshape written for batch 1)
+    and returns whether it changed one. None when nothing needed fixing is found (another
+    export of the model): callers then run it one image per call, as before."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    constants = {i.name: i for i in graph.initializer}
+    if not sum(bool(fix(node, constants, numpy_helper)) for node in graph.node):
+        return None
+    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    for out in graph.output:
+        dims = out.type.tensor_type.shape.dim
+        if dims:
+            dims[0].dim_param = "batch"  # dynamic: the first axis now grows with the batch
+    del graph.value_info[:]  # shapes inferred for batch 1
+    return model.SerializeToString()

@@ -24,9 +24,9 @@ from typing import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from vidpipe.audio import SAMPLE_RATE, SpeakerEmbedder, to_float
 from vidpipe.backends._torch import one_thread_on_cpu, torch_device
-from vidpipe.backends.base import ModelStats
+from vidpipe.backends.base import ModelStats, SpeakerEmbedder
+from vidpipe.records import SAMPLE_RATE, to_float
 from vidpipe.registry import BackendContext, register
 
 PARTIALS_PER_S = 1.3  # resemblyzer's embed_utterance defaults

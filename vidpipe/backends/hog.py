@@ -45,6 +45,8 @@ class HogPersonDetector(Detector):
         parts = []
         for i, img in enumerate(images):
             big = cv2.resize(img, None, fx=self.upscale, fy=self.upscale, interpolation=cv2.INTER_LINEAR)
+            if big.shape[1] < self.hog.winSize[0] or big.shape[0] < self.hog.winSize[1]:
+                continue  # no person fits; OpenCV 4 segfaults on an image smaller than its window
             rects, margins = self.timed(lambda: self.hog.detectMultiScale(big, winStride=(8, 8), padding=(8, 8), scale=1.05))
             if len(rects) == 0:
                 continue

@@ -29,10 +29,9 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from vidpipe.active_speaker import ActiveSpeakerScorer
-from vidpipe.backends.base import ModelStats
 from vidpipe.backends._onnx import session
 from vidpipe.backends._torch import one_thread_on_cpu, torch_device
+from vidpipe.backends.base import ActiveSpeakerScorer, ModelStats
 from vidpipe.registry import BackendContext, log_once, register
 from vidpipe.util import atomic_path
 from vidpipe.weights import cache_dir, sha256_file

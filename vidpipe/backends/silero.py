@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vidpipe.audio import SAMPLE_RATE, VoiceActivityDetector, to_float
+from vidpipe.backends.base import VoiceActivityDetector
+from vidpipe.records import SAMPLE_RATE, to_float
 from vidpipe.registry import BackendContext, register
 
 MODEL_FILE = "silero_vad.onnx"

@@ -12,18 +12,44 @@ clip's embedding is the L2-normalised mean of its segments'.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from vidpipe.audio import SpeakerEmbedder, spectrogram
 from vidpipe.backends._onnx import session
 from vidpipe.backends._torch import torch_device
+from vidpipe.backends.base import SpeakerEmbedder
 from vidpipe.config import ConfigError
+from vidpipe.records import to_float
 from vidpipe.registry import BackendContext, register
+
+if TYPE_CHECKING:
+    import torch
 
 SEGMENT_FRAMES = 300  # 3 s at 10 ms
 SEGMENT_STEP = 150
+
+
+# The paper gives no window; it follows VoxCeleb [37] (Nagrani et al. 2017): Hamming
+# window of 25 ms, step 10 ms, 512-point FFT, i.e. "spectrograms of size 512 x 300 for 3
+# seconds of speech" (the full FFT: 512 bins; `onesided` keeps the 257 distinct ones).
+N_FFT, WIN_LENGTH, HOP_LENGTH = 512, 400, 160
+SPECTROGRAM_DIVISOR = 50.0
+
+
+def spectrogram(samples: np.ndarray, onesided: bool = False) -> "torch.Tensor":
+    """(bins, frames) float32: |STFT| of 16 kHz samples (float in [-1, 1) or int16), each
+    bin's mean over the utterance subtracted, divided by 50.0, no variance normalisation
+    (iQIYI-VID §5.1). Frame k is a 25 ms periodic Hamming window centred in the 512-sample
+    block that starts at k × 10 ms (torch.stft, center=False)."""
+    import torch
+
+    x = torch.from_numpy(to_float(np.asarray(samples).reshape(-1)))
+    if len(x) < N_FFT:  # one frame at least
+        x = torch.nn.functional.pad(x, (0, N_FFT - len(x)))
+    spec = torch.stft(x, N_FFT, HOP_LENGTH, WIN_LENGTH, window=torch.hamming_window(WIN_LENGTH),
+                      center=False, onesided=onesided, return_complex=True).abs()
+    return (spec - spec.mean(dim=1, keepdim=True)) / SPECTROGRAM_DIVISOR
 
 
 def segments(spec: np.ndarray) -> np.ndarray:

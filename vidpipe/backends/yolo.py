@@ -23,7 +23,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from vidpipe.backends._onnx import session
+from vidpipe.backends._onnx import free_batch, session
 from vidpipe.backends.base import HEAD, PERSON, Detections, Detector
 from vidpipe.config import ConfigError
 from vidpipe.registry import BackendContext, register
@@ -64,15 +64,30 @@ def to_image(boxes: np.ndarray, scale: float, offset: tuple[float, float], shape
     return out.astype(np.float32)
 
 
+def _batch_kept(node, constants, numpy_helper) -> bool:
+    """YOLOX's heads reshape to (1, 85, -1), folding a batch into the boxes; (0, 85, -1)
+    keeps the batch axis (0: the input's size), the same for one image."""
+    if node.op_type != "Reshape" or node.input[1] not in constants:
+        return False
+    shape = numpy_helper.to_array(constants[node.input[1]])
+    if shape.ndim != 1 or len(shape) != 3 or shape[0] != 1 or shape[2] != -1:
+        return False
+    constants[node.input[1]].CopyFrom(numpy_helper.from_array(np.array([0, *shape[1:]], shape.dtype), node.input[1]))
+    return True
+
+
 class YoloxPersonDetector(Detector):
-    """YOLOX-nano: people (COCO class 0), one network call per image (the graph's batch is 1)."""
+    """YOLOX-nano: people (COCO class 0). The exported graph's batch is 1; it is loaded with a
+    free batch (`_batch_kept`), so a `detect` call is one network call."""
 
     STRIDES = (8, 16, 32)
 
     def __init__(self, path: Path, threshold: float = 0.5, device: str = "auto", threads: int = 0) -> None:
         super().__init__()
         self.name = "yolox"
-        self.session = session(path, device, threads)
+        graph = free_batch(path, _batch_kept)
+        self.batched = graph is not None
+        self.session = session(graph if self.batched else path, device, threads)
         inp = self.session.get_inputs()[0]
         self.input_name, self.size = inp.name, (int(inp.shape[2]), int(inp.shape[3]))
         self.threshold = float(threshold)
@@ -85,11 +100,17 @@ class YoloxPersonDetector(Detector):
         self.grid, self.stride = np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
 
     def detect(self, images: Sequence[np.ndarray]) -> Detections:
+        if not images:
+            return Detections.empty()
+        boxed = [letterbox(img, self.size, centre=False) for img in images]
+        x = np.ascontiguousarray(np.stack([canvas for canvas, _, _ in boxed]).transpose(0, 3, 1, 2), np.float32)
+        if self.batched:
+            outs = self.timed(lambda: self.session.run(None, {self.input_name: x})[0], len(images))
+        else:
+            outs = [self.timed(lambda: self.session.run(None, {self.input_name: x[i : i + 1]})[0][0])
+                    for i in range(len(images))]
         parts = []
-        for i, img in enumerate(images):
-            canvas, scale, offset = letterbox(img, self.size, centre=False)
-            x = np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], np.float32)
-            out = self.timed(lambda: self.session.run(None, {self.input_name: x})[0][0])
+        for i, (img, (_, scale, offset), out) in enumerate(zip(images, boxed, outs)):
             score = out[:, 4] * out[:, 5]  # objectness x person
             keep = score >= self.threshold
             out, score = out[keep], score[keep]

@@ -6,7 +6,7 @@ kept, handed to the configured stages in order; their rows go to the store write
 decode loop runs on its own thread, a bounded number of shots ahead of the stages, so the
 models never wait for the decoder. Nothing grows with video length: a few shots' sampled
 frames at most are held (of a shot longer than any kept clip, only its first frames). A
-long video may be processed in time ranges (`vidpipe.ranges`). The runner knows no stage by
+long video may be processed in time ranges (`vidpipe.pipeline.spans`, `vidpipe.ranges`). The runner knows no stage by
 name: it loops over `Stage` objects and applies their `StageResult`s.
 """
 
@@ -25,12 +25,12 @@ import numpy as np
 
 from vidpipe._version import __version__
 from vidpipe.backends.base import Detections
-from vidpipe.config import ClipsConfig, Config
+from vidpipe.config import ClipsConfig, Config, ConfigError
 from vidpipe.pipeline.ahead import run_ahead
 from vidpipe.pipeline.clips import Clip, judge_shot
 from vidpipe.pipeline.shots import ShotDetector
-from vidpipe.pipeline.stage import ClipContext, Frame, Stage, backend_owner, stage_classes
-from vidpipe.ranges import SpanWatch, plan_spans
+from vidpipe.pipeline.spans import SpanWatch, plan_spans
+from vidpipe.pipeline.stage import ClipContext, Frame, Stage, StageResult, backend_owner, check_order, stage_classes
 from vidpipe.registry import Backends, NoBackendAvailable, log_once
 from vidpipe.store import (
     Manifest, VideoLock, VideoWriter, finished, forget_unreadable, record_error, record_path, table_schemas,
@@ -86,6 +86,11 @@ class _Shot:
 
     clip: Clip
     frames: list[DecodedFrame]
+    n_sampled: int | None = None  # frames sampled, when `frames` was let go
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames) if self.n_sampled is None else self.n_sampled
 
 
 class _ShotAccumulator:
@@ -159,8 +164,15 @@ class Pipeline:
         config names must be built."""
         backends = config_backends(cfg)
         classes = stage_classes()
-        stages = []
+        if cfg.pipeline.stages and (why := check_order([classes[n] for n in cfg.stage_names()])):
+            raise ConfigError(why)
+        stages: list[Stage] = []
         for name in cfg.stage_names():
+            missing = [r for r in classes[name].requires if not any(r in s.provides for s in stages)]
+            if missing:  # only of the default stages: a stage it needs is off here
+                log_once(logging.WARNING, "stage %s is off: it needs %s, and no stage on provides it", name,
+                         " and ".join(missing))
+                continue
             try:
                 stages.append(classes[name](cfg, backends))
             except NoBackendAvailable as e:
@@ -271,29 +283,54 @@ class VideoProcessor:
 
     def _analyse(self, info: VideoInfo, writer: VideoWriter, outcome: VideoOutcome, clock: _Clock, progress,
                  watch: SpanWatch | None = None) -> None:
-        """Stages on each shot as it comes; the decode runs `run.decode_ahead` shots ahead on
-        its own thread (its own clock too: the two overlap)."""
+        """Stages on batches of kept clips, up to `run.batch_frames` sampled frames each (so
+        detectors fill their network batches across clips); rows are written in shot order,
+        exactly as one clip at a time would write them. The decode runs `run.decode_ahead`
+        shots ahead on its own thread (its own clock too: the two overlap)."""
         warnings: list[str] = []
         scan_clock = _Clock()
         shots = self._shots(info, scan_clock, warnings, progress, watch)
+        pending: list[_Shot] = []
+        frames = 0
         for shot in run_ahead(shots, self.cfg.run.decode_ahead):
-            fields: dict[str, Any] = {}
-            for stage in self.pipeline.stages:
-                fields.update(stage.empty_fields())
-            if shot.clip.kept:
-                fields.update(self._run_stages(info, shot, writer, clock))
-            writer.add("clips", [{**shot.clip.row(len(shot.frames)), **fields}])
-            outcome.n_clips += 1
-            outcome.n_clips_kept += shot.clip.kept
+            if not shot.clip.kept:
+                shot = _Shot(shot.clip, [], len(shot.frames))  # nothing looks at its frames
+            pending.append(shot)
+            frames += len(shot.frames)
+            if frames >= self.cfg.run.batch_frames:
+                self._write_batch(info, pending, writer, outcome, clock)
+                pending, frames = [], 0
+        self._write_batch(info, pending, writer, outcome, clock)
         for part, seconds in scan_clock.seconds.items():
             clock.seconds[part] += seconds
         outcome.warning = "; ".join(dict.fromkeys(warnings)) or None
+
+    def _write_batch(self, info: VideoInfo, shots: list[_Shot], writer: VideoWriter, outcome: VideoOutcome,
+                     clock: _Clock) -> None:
+        """Run the stages on the kept clips of `shots`, then write every shot's rows in order."""
+        kept = [shot for shot in shots if shot.clip.kept]
+        contexts = [ClipContext(info, shot.clip, [Frame(f.index, f.time_s, f.image, f.scale) for f in shot.frames])
+                    for shot in kept]
+        rows = self._run_stages(contexts, clock)
+        by_clip = {id(shot.clip): (ctx, r) for shot, ctx, r in zip(kept, contexts, rows)}
+        for shot in shots:
+            fields: dict[str, Any] = {}
+            for stage in self.pipeline.stages:
+                fields.update(stage.empty_fields())
+            if id(shot.clip) in by_clip:  # it reached the stages (one may have rejected it)
+                ctx, stage_rows = by_clip[id(shot.clip)]
+                fields.update(ctx.fields)
+                for table, columns in stage_rows:
+                    clock.timed("write", lambda: writer.add(table, columns))
+            writer.add("clips", [{**shot.clip.row(shot.n_frames), **fields}])
+            outcome.n_clips += 1
+            outcome.n_clips_kept += shot.clip.kept
 
     def _shots(self, info: VideoInfo, clock: _Clock, warnings: list[str], progress,
                watch: SpanWatch | None) -> Iterator[_Shot]:
         """Decode -> shot detection -> each shot with its sampled frames, in order. With
         `watch`, only the shots of one time range: from the cut where it starts to the cut
-        where the next one does (`vidpipe.ranges`)."""
+        where the next one does (`vidpipe.pipeline.spans`)."""
         if watch is not None:
             watch.bind(info, self.cfg.shots)
         shots = ShotDetector(self.cfg.shots, info.fps, origin_s=watch.origin_s if watch else None)
@@ -342,24 +379,39 @@ class VideoProcessor:
             warnings.append(f"decoded {end_s - info.video_start_s:.2f} s of {info.duration_s:.2f} s (truncated file?)")
             log.warning("%s: %s", info.path.name, warnings[-1])
 
-    def _run_stages(self, info: VideoInfo, shot: _Shot, writer: VideoWriter, clock: _Clock) -> dict[str, Any]:
-        clip = shot.clip
-        ctx = ClipContext(info, clip, [Frame(f.index, f.time_s, f.image, f.scale) for f in shot.frames])
+    def _run_stages(self, contexts: list[ClipContext], clock: _Clock) -> list[list[tuple[str, dict[str, Any]]]]:
+        """Each stage in order on the clips no earlier stage rejected; the stages' rows of
+        each clip, (table, columns) in stage order."""
+        rows: list[list[tuple[str, dict[str, Any]]]] = [[] for _ in contexts]
+        alive = list(range(len(contexts)))
         for stage in self.pipeline.stages:
-            result = clock.timed(stage.name, lambda: stage.process(ctx))
-            if result.found is not None:
-                replaced = np.isin(ctx.found.kind, np.unique(result.found.kind))
-                ctx.found = Detections.merge([ctx.found[~replaced], result.found])
-            ctx.searched.update(result.searched)
-            ctx.fields.update(result.fields)
-            if result.record is not None:
-                ctx.records[stage.name] = result.record
-            for table, rows in result.rows.items():
-                clock.timed("write", lambda: writer.add(table, rows))
-            if result.reject:
-                clip.reject(result.reject)
+            if not alive:
                 break
-        return ctx.fields
+            batch = [contexts[i] for i in alive]
+            results = clock.timed(stage.name, lambda: stage.process_batch(batch))
+            if len(results) != len(batch):
+                raise RuntimeError(f"stage {stage.name} gave {len(results)} results for {len(batch)} clips")
+            still = []
+            for i, result in zip(alive, results):
+                self._apply(stage, contexts[i], result)
+                rows[i].extend(result.rows.items())
+                if result.reject:
+                    contexts[i].clip.reject(result.reject)
+                else:
+                    still.append(i)
+            alive = still
+        return rows
+
+    @staticmethod
+    def _apply(stage: Stage, ctx: ClipContext, result: StageResult) -> None:
+        """What a stage found goes into the clip's record, for the stages after it."""
+        if result.found is not None:
+            replaced = np.isin(ctx.found.kind, np.unique(result.found.kind))
+            ctx.found = Detections.merge([ctx.found[~replaced], result.found])
+        ctx.searched.update(result.searched)
+        ctx.fields.update(result.fields)
+        if result.record is not None:
+            ctx.records[stage.name] = result.record
 
     def video_row(self, path: Path, video_id: str, info: VideoInfo | None, outcome: VideoOutcome) -> dict:
         def of_info(name: str) -> Any:

@@ -70,6 +70,9 @@ class AsdStage(Stage):
     name = "asd"
     config = AsdConfig
     order = 55.0
+    provides = ("asd",)  # per-frame speaking scores (SpeakingScores)
+    requires = ("speech",)
+    uses = ("faces",)  # the major character's face: none without a stage that finds faces
     backends = {"model": "active_speaker"}
     clip_columns = (
         pa.field("major_speaking", pa.float32()),  # fraction of speech frames where the major character speaks

@@ -42,6 +42,8 @@ class AudioStage(Stage):
     name = "audio"
     config = AudioConfig
     order = 60.0
+    requires = ("speech",)
+    uses = ("asd",)  # embeds over the major character's speech when asd ran
     backends = {"embedder": "speaker_embedder"}
     tables = {
         "audio": pa.schema([

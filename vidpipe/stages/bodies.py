@@ -61,6 +61,7 @@ class BodyStage(Stage):
     name = "bodies"
     config = BodiesConfig
     order = 40.0
+    uses = ("major",)
     backends = {"detector": "person_detector", "embedder": "reid_embedder"}
     tables = {"bodies": pa.schema([*DETECTION_FIELDS, pa.field("embedding", F32_LIST)])}  # L2-normalised
 

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from vidpipe.backends.base import FACE, HEAD, Detections
-from vidpipe.pipeline.stage import DETECTION_FIELDS, F32_LIST, ClipContext, Stage, StageResult, register_stage
+from vidpipe.pipeline.stage import DETECTION_FIELDS, F32_LIST, ClipContext, Stage, StageResult, detect_across, register_stage
 
 
 @dataclass
@@ -65,6 +65,8 @@ class FaceStage(Stage):
     name = "faces"
     config = FacesConfig
     order = 20.0
+    provides = ("faces",)
+    uses = ("major",)  # ranks the major character's faces when the rule ran
     backends = {"detector": "face_detector", "embedder": "face_embedder"}
     tables = {
         "faces": pa.schema([
@@ -86,23 +88,43 @@ class FaceStage(Stage):
             return "dlib"
         return None
 
-    def detect(self, ctx: ClipContext) -> Detections:
+    def detect(self, ctxs: list[ClipContext]) -> list[Detections]:
+        """Each clip's faces: those an earlier stage found with the same detector, or found
+        now on the frames of all the clips that need them, `batch_size` per call."""
         detector = self.models["detector"]
-        if ctx.searched.get(FACE) == detector.name:  # an earlier stage ran the same detector
-            faces = ctx.found.of_kind(FACE)
-            if "landmarks" in faces.data:
-                return faces
-        images, batch = ctx.images, max(1, self.options.batch_size)
-        return Detections.merge([detector.detect(images[i : i + batch]).shifted(i) for i in range(0, len(images), batch)])
+        found: list[Detections | None] = [None] * len(ctxs)
+        for i, ctx in enumerate(ctxs):
+            if ctx.searched.get(FACE) == detector.name:  # an earlier stage ran the same detector
+                faces = ctx.found.of_kind(FACE)
+                if "landmarks" in faces.data:
+                    found[i] = faces
+        todo = [i for i, f in enumerate(found) if f is None]
+        for i, faces in zip(todo, detect_across(detector, [ctxs[i] for i in todo], self.options.batch_size)):
+            found[i] = faces
+        return found
 
     def process(self, ctx: ClipContext) -> StageResult:
-        faces = self.detect(ctx)
-        scale = np.array([ctx.frames[i].scale for i in faces.frame], np.float32)
-        keep = (faces.confidence >= self.options.det_threshold) & (faces.short_side * scale >= self.options.min_face_px)
-        faces = faces[keep]
-        raw = self.models["embedder"].embed(ctx.images, faces) if len(faces) else np.zeros((0, 0), np.float32)
+        return self.process_batch([ctx])[0]
+
+    def process_batch(self, ctxs: list[ClipContext]) -> list[StageResult]:
+        """Faces of all the clips detected and embedded together, then ranked clip by clip."""
+        kept = []
+        for ctx, faces in zip(ctxs, self.detect(ctxs)):
+            scale = np.array([ctx.frames[i].scale for i in faces.frame], np.float32)
+            keep = (faces.confidence >= self.options.det_threshold) & (faces.short_side * scale >= self.options.min_face_px)
+            kept.append(faces[keep])
+        images = [image for ctx in ctxs for image in ctx.images]
+        starts = np.cumsum([0] + [len(ctx.frames) for ctx in ctxs])
+        every = Detections.merge([faces.shifted(int(s)) for faces, s in zip(kept, starts)])
+        raw = self.models["embedder"].embed(images, every) if len(every) else np.zeros((0, 0), np.float32)
+        bounds = np.cumsum([0] + [len(faces) for faces in kept])
+        return [self.describe(ctx, faces, raw[bounds[i] : bounds[i + 1]]) for i, (ctx, faces) in enumerate(zip(ctxs, kept))]
+
+    def describe(self, ctx: ClipContext, faces: Detections, raw: np.ndarray) -> StageResult:
+        """One clip's faces with their raw embeddings: quality, rank, rows."""
         quality = np.linalg.norm(raw, axis=1).astype(np.float32) if len(faces) else np.zeros(0, np.float32)
         embedding = (raw / np.maximum(quality[:, None], 1e-12)).astype(np.float32)
+        scale = np.array([ctx.frames[i].scale for i in faces.frame], np.float32)
         heads = ctx.found.of_kind(HEAD)
         rule_ran = HEAD in ctx.searched
         major = major_faces(faces, heads) if rule_ran else np.ones(len(faces), bool)

@@ -41,6 +41,7 @@ class HeadStage(Stage):
     name = "heads"
     config = HeadsConfig
     order = 30.0
+    uses = ("major",)  # without the rule there is no major head, and so no rows
     backends = {"embedder": "head_embedder"}
     tables = {"heads": pa.schema([*DETECTION_FIELDS, pa.field("embedding", F32_LIST)])}  # L2-normalised
 

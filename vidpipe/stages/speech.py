@@ -33,6 +33,7 @@ class SpeechStage(Stage):
     name = "speech"
     config = SpeechConfig
     order = 50.0
+    provides = ("speech",)  # the clip's 16 kHz audio and where the speech is (ClipAudio)
     backends = {"vad": "vad"}
     clip_columns = (pa.field("speech_ratio", pa.float32()),)  # fraction of the clip that is speech
 
