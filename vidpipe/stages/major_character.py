@@ -47,7 +47,7 @@ class MajorCharacterConfig:
     max_per_class: int = 100  # wholebody: NMS cap per class (the file says 20; crowds have more)
     model_path: str | None = None  # yolo_onnx / yolo_pt: your model file
     head_class: int = 0  # yolo_onnx / yolo_pt: the class index of heads
-    batch_size: int = 16  # frames per detector call, across clips
+    batch_size: int = 8  # frames per detector call, across clips (16: 6% faster, +280 MB on the CPU)
     # A cheaper rule for the clips it rejects: the heads of every `coarse_step`-th frame are
     # found first (1 per second at 4 fps); a clip whose frames there are valid less than
     # `coarse_reject_below` of the time is rejected on them alone (its ratio is theirs). The
