@@ -24,7 +24,7 @@ def atomic_path(target: str | os.PathLike[str], fsync: bool = False) -> Iterator
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())
+        give_new_file_mode(fd)
     finally:
         os.close(fd)
     tmp = Path(name)
@@ -43,6 +43,11 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def give_new_file_mode(fd: int) -> None:
+    """The mode any new file gets (0666 less the umask) for a file made by mkstemp (0600)."""
+    os.fchmod(fd, 0o666 & ~current_umask())
 
 
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import platformdirs
 
-from vidpipe.util import current_umask
+from vidpipe.util import give_new_file_mode
 
 log = logging.getLogger("vidpipe")
 
@@ -345,7 +345,7 @@ def fetch(name: str, dest: str | os.PathLike[str] | None = None) -> Path:
     except OSError as e:
         raise WeightsError(f"cannot create {target.parent}: {e.strerror}") from None
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{entry.filename}.", suffix=".part")
-    os.fchmod(fd, 0o666 & ~current_umask())  # readable like any new file, not mkstemp's 0600
+    give_new_file_mode(fd)  # readable like any new file, not mkstemp's 0600
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -141,12 +141,12 @@ class _Tagger:
     """One tagging pass over a store (see the module docstring for the steps)."""
 
     def __init__(self, out: Path, templates: Templates, gallery_id: str, thresholds: Thresholds,
-                 settings: dict, options: TagOptions, named_clusters: Iterable[int] = (),
-                 min_quality: float | None = None) -> None:
+                 settings: dict, options: TagOptions, named_clusters: Iterable[int] = ()) -> None:
         from vidpipe.store import read_table
 
-        self.out, self.templates, self.gallery_id, self.min_quality = out, templates, gallery_id, min_quality
+        self.out, self.templates, self.gallery_id = out, templates, gallery_id
         self.thresholds, self.settings, self.options = thresholds, settings, options
+        self.min_quality = settings["min_quality"]  # the embedder's quality floor (calibration.QUALITY_FLOORS)
         self.library = settings["library"]
         self.state = _State.load(out, named_clusters)
         self.fresh = self.state.settings != settings  # a different analysis: redo everything
@@ -391,5 +391,5 @@ def _tag(out: Path, db: str | Path, options: TagOptions | None) -> TagReport:
     # Tracks do not follow --threshold (changing it re-decides, it does not re-track).
     link = options.link if options.link is not None else DEFAULTS.get(fingerprint.embedder_key, thresholds).threshold
     min_quality = QUALITY_FLOORS.get(fingerprint.embedder_key)
-    return _Tagger(out, templates, gallery_id, thresholds, _store_settings(out, link, min_quality), options, named,
-                   min_quality).run()
+    return _Tagger(out, templates, gallery_id, thresholds, _store_settings(out, link, min_quality), options,
+                   named).run()
