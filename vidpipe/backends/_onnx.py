@@ -34,11 +34,14 @@ def onnx_providers(device: str = "auto") -> list[str]:
 
 def session_options(threads: int = 0):
     """Quiet sessions (ERROR level: dynamic-shape graphs warn on every call) with
-    `threads` intra-op threads (0: onnxruntime's default, all cores)."""
+    `threads` intra-op threads (0: onnxruntime's default, all cores) that sleep between
+    calls: spinning, onnxruntime's default, burns the cores the decode thread needs (on 2
+    cores, 2 CPU-seconds of the shared set's 17)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads > 0:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
