@@ -18,6 +18,7 @@ from vidpipe.config import Config
 from vidpipe.devices import with_device_batches
 from vidpipe.executors import get_executor, threads_per_worker
 from vidpipe.pipeline.runner import Pipeline, VideoOutcome, VideoProcessor
+from vidpipe.pipeline.scan import ScanAhead
 from vidpipe.pipeline.spans import may_split
 from vidpipe.ranges import MergeTask, RangeTask, merge_ranges, process_range
 from vidpipe.store import read_table, record_error, remove_stale_temporaries
@@ -130,17 +131,23 @@ def _ray_options(cfg: Config, pipeline: Pipeline) -> dict:
     return {"address": cfg.run.address, "num_cpus": cpu, "num_gpus": gpu}
 
 
+def _in_this_process(cfg: Config, files: list[Path]) -> bool:
+    """Whether the run goes on in this process (one worker, or one file that will not be
+    split: not worth starting processes for)."""
+    run = cfg.run
+    if run.executor == "ray":
+        return False
+    if run.executor == "serial" or run.workers <= 1 or not files:
+        return True
+    return len(files) == 1 and not may_split(files[0], cfg, run.split_s)
+
+
 def _executor(cfg: Config, files: list[Path], pipeline: Pipeline):
-    """The executor for this run, or None to run everything in this process (one worker,
-    or one file that will not be split: not worth starting processes for)."""
+    """The executor for this run, or None to run everything in this process."""
     run = cfg.run
     if run.executor == "ray":
         return get_executor("ray", run.workers, **_ray_options(cfg, pipeline))
-    if run.executor == "serial" or run.workers <= 1 or not files:
-        return None
-    if len(files) == 1 and not may_split(files[0], cfg, run.split_s):
-        return None
-    return get_executor(run.executor, run.workers)
+    return None if _in_this_process(cfg, files) else get_executor(run.executor, run.workers)
 
 
 def run(
@@ -170,73 +177,84 @@ def run(
     report = RunReport(out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    pipeline = Pipeline.build(with_device_batches(cfg))
-    pipeline.manifest().write(out)
-    for outcome in problems:  # recorded like every other failed file
-        outcome.video_id = record_error(out, Path(outcome.path), outcome.error, pipeline.config_hash())
-        log.error("%s: %s", outcome.path, outcome.error)
-        report.outcomes.append(outcome)
-        if on_result is not None:
-            on_result(outcome)
-
-    busy: list[Path] = []
-
-    def record(outcome: VideoOutcome) -> None:
-        if outcome.status == "busy":
-            busy.append(Path(outcome.path))
-            return
-        report.outcomes.append(outcome)
-        if outcome.status == "error":
+    # In this process, the files' decode runs one file ahead of the stages (the first one's
+    # while the models load): `ScanAhead`.
+    scans = ScanAhead(cfg, out)
+    if _in_this_process(cfg, files):
+        scans.expect(files)
+        if files and not may_split(files[0], cfg, cfg.run.split_s):
+            scans.start()
+    try:
+        pipeline = Pipeline.build(with_device_batches(cfg))
+        pipeline.manifest().write(out)
+        for outcome in problems:  # recorded like every other failed file
+            outcome.video_id = record_error(out, Path(outcome.path), outcome.error, pipeline.config_hash())
             log.error("%s: %s", outcome.path, outcome.error)
-        elif outcome.status == "skipped":
-            log.info("%s: already done, skipped", outcome.path)
-        if on_result is not None:
-            on_result(outcome)
+            report.outcomes.append(outcome)
+            if on_result is not None:
+                on_result(outcome)
 
-    ranges: dict[str, int] = {}  # video -> how many time ranges
-    left: dict[str, int] = {}  # video -> ranges not done yet
-    given_up: set[str] = set()  # videos a range of which was lost
+        busy: list[Path] = []
 
-    def follow(outcome: VideoOutcome) -> list[Task]:
-        """Record an outcome; the tasks it leads to (a long video's ranges, then their merge)."""
-        if outcome.status == "split":
-            ranges[outcome.video_id] = left[outcome.video_id] = len(outcome.spans)
-            log.info("%s: long video, processed in %d time ranges", Path(outcome.path).name, len(outcome.spans))
-            return [RangeTask(outcome.path, outcome.video_id, s) for s in outcome.spans]
-        if outcome.status == "range":
-            left[outcome.video_id] -= 1
-            if left[outcome.video_id] or outcome.video_id in given_up:
-                return []
-            return [MergeTask(outcome.path, outcome.video_id, ranges[outcome.video_id])]
-        record(outcome)
-        return []
+        def record(outcome: VideoOutcome) -> None:
+            if outcome.status == "busy":
+                busy.append(Path(outcome.path))
+                return
+            report.outcomes.append(outcome)
+            if outcome.status == "error":
+                log.error("%s: %s", outcome.path, outcome.error)
+            elif outcome.status == "skipped":
+                log.info("%s: already done, skipped", outcome.path)
+            if on_result is not None:
+                on_result(outcome)
 
-    def lost(task: Task, reason: str) -> VideoOutcome:
-        """A task whose worker kept dying: its video fails (once), with its `videos` row."""
-        video_id = getattr(task, "video_id", None)
-        if isinstance(task, RangeTask) and video_id in given_up:
-            return VideoOutcome(task.path, video_id, "range")
-        if video_id is not None:
-            given_up.add(video_id)
-        try:
-            video_id = video_id or content_id(Path(task.path))
-        except OSError:
-            pass  # keyed by its path then
-        video_id = record_error(out, Path(task.path), reason, processor.config_hash, video_id)
-        return VideoOutcome(str(task.path), video_id, "error", error=reason)
+        ranges: dict[str, int] = {}  # video -> how many time ranges
+        left: dict[str, int] = {}  # video -> ranges not done yet
+        given_up: set[str] = set()  # videos a range of which was lost
 
-    processor = VideoProcessor(pipeline, out, cfg.run.split_s)  # the models already loaded for the manifest
-    here = lambda: functools.partial(_work, processor)  # noqa: E731
-    progress = None if on_progress is None else (
-        lambda task, done, total: on_progress(Path(task.path), done, total))
-    tasks = [VideoTask(f) for f in files]
-    executor = _executor(cfg, files, pipeline)
-    if executor is None:
-        get_executor("serial").map(here, tasks, follow, progress)
-    else:
-        executor.map(functools.partial(_build_worker, cfg, out), tasks, follow, progress, on_error=lost)
-    if busy:  # another process had them: wait for it, then they are usually done
-        log.info("%d video(s) were being processed by another run; waiting for it", len(busy))
-        get_executor("serial").map(here, [VideoTask(f, wait=True) for f in busy], follow, progress)
+        def follow(outcome: VideoOutcome) -> list[Task]:
+            """Record an outcome; the tasks it leads to (a long video's ranges, then their merge)."""
+            if outcome.status == "split":
+                ranges[outcome.video_id] = left[outcome.video_id] = len(outcome.spans)
+                log.info("%s: long video, processed in %d time ranges", Path(outcome.path).name, len(outcome.spans))
+                return [RangeTask(outcome.path, outcome.video_id, s) for s in outcome.spans]
+            if outcome.status == "range":
+                left[outcome.video_id] -= 1
+                if left[outcome.video_id] or outcome.video_id in given_up:
+                    return []
+                return [MergeTask(outcome.path, outcome.video_id, ranges[outcome.video_id])]
+            record(outcome)
+            return []
+
+        def lost(task: Task, reason: str) -> VideoOutcome:
+            """A task whose worker kept dying: its video fails (once), with its `videos` row."""
+            video_id = getattr(task, "video_id", None)
+            if isinstance(task, RangeTask) and video_id in given_up:
+                return VideoOutcome(task.path, video_id, "range")
+            if video_id is not None:
+                given_up.add(video_id)
+            try:
+                video_id = video_id or content_id(Path(task.path))
+            except OSError:
+                pass  # keyed by its path then
+            video_id = record_error(out, Path(task.path), reason, processor.config_hash, video_id)
+            return VideoOutcome(str(task.path), video_id, "error", error=reason)
+
+        processor = VideoProcessor(pipeline, out, cfg.run.split_s, scans)  # the models already loaded for the manifest
+        here = lambda: functools.partial(_work, processor)  # noqa: E731
+        progress = None if on_progress is None else (
+            lambda task, done, total: on_progress(Path(task.path), done, total))
+        tasks = [VideoTask(f) for f in files]
+        executor = _executor(cfg, files, pipeline)
+        if executor is None:
+            get_executor("serial").map(here, tasks, follow, progress)
+        else:
+            executor.map(functools.partial(_build_worker, cfg, out), tasks, follow, progress, on_error=lost)
+        if busy:  # another process had them: wait for it, then they are usually done
+            log.info("%d video(s) were being processed by another run; waiting for it", len(busy))
+            scans.expect(busy)
+            get_executor("serial").map(here, [VideoTask(f, wait=True) for f in busy], follow, progress)
+    finally:
+        scans.expect(())  # a scan whose turn never came (an error, Ctrl-C) stops
     report.outcomes.sort(key=lambda o: o.path)
     return report
