@@ -403,3 +403,33 @@ def test_a_resumed_run_sweeps_only_its_own_temporaries(tmp_path):
     finally:
         lock.release()
     assert not stale.exists() and held.exists() and other.exists()
+
+
+def test_start_up_pauses_the_collector_and_gives_it_back():
+    """Imports and model building run with the cyclic collector off (their millions of
+    objects made every automatic full collection slower); it is back as it was after,
+    also when the block fails, and left off when it was off."""
+    import gc
+
+    from vidpipe.util import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("a model failed to load")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_run_leaves_the_collector_on(mixed_run):
+    import gc
+
+    assert gc.isenabled()

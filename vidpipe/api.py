@@ -22,6 +22,7 @@ from vidpipe.pipeline.scan import ScanAhead
 from vidpipe.pipeline.spans import may_split
 from vidpipe.ranges import MergeTask, RangeTask, merge_ranges, process_range
 from vidpipe.store import read_table, record_error, remove_stale_temporaries
+from vidpipe.util import collector_paused
 from vidpipe.video import content_id, file_problem
 from vidpipe.weights import check_named_dirs
 
@@ -115,7 +116,9 @@ def _build_worker(cfg: Config, out: Path) -> Callable:
         import torch
 
         torch.set_num_threads(cfg.run.threads)
-    return functools.partial(_work, VideoProcessor(Pipeline.build(with_device_batches(cfg)), out, cfg.run.split_s))
+    with collector_paused():
+        pipeline = Pipeline.build(with_device_batches(cfg))
+    return functools.partial(_work, VideoProcessor(pipeline, out, cfg.run.split_s))
 
 
 def _ray_options(cfg: Config, pipeline: Pipeline) -> dict:
@@ -185,7 +188,8 @@ def run(
         if files and not may_split(files[0], cfg, cfg.run.split_s):
             scans.start()
     try:
-        pipeline = Pipeline.build(with_device_batches(cfg))
+        with collector_paused():
+            pipeline = Pipeline.build(with_device_batches(cfg))
         pipeline.manifest().write(out)
         for outcome in problems:  # recorded like every other failed file
             outcome.video_id = record_error(out, Path(outcome.path), outcome.error, pipeline.config_hash())

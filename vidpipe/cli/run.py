@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from vidpipe.cli import setup_logging
 from vidpipe.config import Config, ConfigError, parse_value
+from vidpipe.util import collector_paused
 
 # The few common flags, as config keys; everything else goes through --set.
 FLAGS = {
@@ -163,7 +164,8 @@ def run_cmd(inputs, out, config_file, settings, quiet, log_level, **flags) -> No
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
 
-    from vidpipe.api import discover, run  # heavy imports only when running
+    with collector_paused():
+        from vidpipe.api import discover, run  # heavy imports only when running
 
     bars = _Bars(sum(map(len, discover(inputs, cfg.run.extensions))), enabled=not quiet)
     try:
