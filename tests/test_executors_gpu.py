@@ -38,6 +38,22 @@ def test_torch_falls_back_to_the_cpu_when_it_sees_no_gpu(cuda):
     assert torch_device("auto").type == want and torch_device("cuda").type == want
 
 
+def test_no_gpu_driver_answers_without_importing_torch():
+    """Without a GPU driver's device files (and an ONNX Runtime without CUDA) the answer is
+    the CPU, found without importing torch: 1 s of every run whose stages are all ONNX."""
+    import os
+    import subprocess
+    import sys
+
+    import onnxruntime as ort
+
+    if any(os.path.exists(p) for p in devices.GPU_DEVICE_FILES) or "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a GPU driver is here")
+    code = "import sys; from vidpipe import devices; print(devices.cuda_available(), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+
+
 def test_batches_are_bigger_on_a_gpu_and_do_not_change_the_config_hash(cuda):
     cfg = Config()
     cfg.faces.detector = cfg.faces.embedder = "dlib"

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import sys
 from typing import Any
 
 from vidpipe.config import Config, ConfigError, RunConfig
 
+# What a GPU driver makes on Linux (NVIDIA; AMD's ROCm, which torch.cuda also drives; WSL2).
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 GPU_BATCH_FACTOR = 8  # faces: 32 frames per detector call on the CPU, 256 on a GPU
 
 
@@ -30,6 +34,8 @@ def cuda_available() -> bool:
             return True
     except ImportError:
         pass
+    if sys.platform.startswith("linux") and not any(os.path.exists(p) for p in GPU_DEVICE_FILES):
+        return False  # no GPU driver here: torch could not see one, and importing it takes 1 s
     try:
         import torch
 
