@@ -398,7 +398,10 @@ def test_a_file_that_crashes_its_worker_is_an_error_row_and_the_run_goes_on(tmp_
     """A worker process that really dies (SIGSEGV) on one file: before, the crash ended
     `run -j 2` with a traceback. The crash is planted in the workers through a
     `sitecustomize` on their PYTHONPATH (the 64x36 video that segfaulted OpenCV's HOG for
-    real is handled now: a 64x36 file goes through)."""
+    real is handled now: a 64x36 file goes through). The worker of b.mp4 holds its result
+    after writing it until crash.mp4 kills the pool, so the pool dies under a finished file
+    (as it did once on CI): that file is run again, found done, and is still this run's 'ok',
+    not 'skipped'."""
     import vidpipe
     from synth import make_video
     from vidpipe.config import Config
@@ -406,15 +409,29 @@ def test_a_file_that_crashes_its_worker_is_an_error_row_and_the_run_goes_on(tmp_
 
     plant = tmp_path / "plant"
     plant.mkdir()
+    written = plant / "b-written"
     (plant / "sitecustomize.py").write_text(
-        "import os, signal\n"
+        "import os, signal, time\n"
+        "from pathlib import Path\n"
         "import vidpipe.backends.hog as hog\n"
+        "from vidpipe.pipeline.runner import VideoProcessor\n"
+        f"written = Path({str(written)!r})\n"
         "_detect = hog.HogPersonDetector.detect\n"
         "def detect(self, images):\n"
         "    if any(image.shape[1] == 96 for image in images):  # the crashing file's frames\n"
+        "        while not written.exists():  # b.mp4 is in the store, its result not yet returned\n"
+        "            time.sleep(0.05)\n"
         "        os.kill(os.getpid(), signal.SIGSEGV)\n"
         "    return _detect(self, images)\n"
-        "hog.HogPersonDetector.detect = detect\n")
+        "hog.HogPersonDetector.detect = detect\n"
+        "_process = VideoProcessor.process\n"
+        "def process(self, path, *args, **kwargs):\n"
+        "    outcome = _process(self, path, *args, **kwargs)\n"
+        "    if path.name == 'b.mp4' and outcome.status == 'ok':  # held until the pool dies\n"
+        "        written.touch()\n"
+        "        time.sleep(60)\n"
+        "    return outcome\n"
+        "VideoProcessor.process = process\n")
     here = str(Path(vidpipe.__file__).parents[1])  # the workers import the vidpipe this test runs
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(plant), here, *filter(None, [os.environ.get("PYTHONPATH")])]))
     (tmp_path / "in").mkdir()

@@ -10,6 +10,7 @@ import copy
 import functools
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -21,7 +22,7 @@ from vidpipe.pipeline.runner import Pipeline, VideoOutcome, VideoProcessor
 from vidpipe.pipeline.scan import ScanAhead
 from vidpipe.pipeline.spans import may_split
 from vidpipe.ranges import MergeTask, RangeTask, merge_ranges, process_range
-from vidpipe.store import read_table, record_error, remove_stale_temporaries
+from vidpipe.store import read_table, record_error, remove_stale_temporaries, written_since
 from vidpipe.util import collector_paused
 from vidpipe.video import content_id, file_problem
 from vidpipe.weights import check_named_dirs
@@ -170,6 +171,7 @@ def run(
     `on_progress(path, seconds decoded, seconds in all)` while a file is decoded in this
     process.
     """
+    started = time.time()
     cfg = copy.deepcopy(config or Config()).validate()
     check_named_dirs(cfg.run.weights_dir)
     cfg.run.threads = threads_per_worker(cfg.run.workers, cfg.run.threads)
@@ -199,11 +201,16 @@ def run(
                 on_result(outcome)
 
         busy: list[Path] = []
+        retried: set[str] = set()  # files run again because their worker died under them
 
         def record(outcome: VideoOutcome) -> None:
             if outcome.status == "busy":
                 busy.append(Path(outcome.path))
                 return
+            if (outcome.status == "skipped" and outcome.path in retried
+                    and written_since(out, outcome.video_id, started)):
+                # this run's worker finished it (its error row, or its rows), then went down with the pool
+                outcome.status = "error" if outcome.error else "ok"
             report.outcomes.append(outcome)
             if outcome.status == "error":
                 log.error("%s: %s", outcome.path, outcome.error)
@@ -253,7 +260,8 @@ def run(
         if executor is None:
             get_executor("serial").map(here, tasks, follow, progress)
         else:
-            executor.map(functools.partial(_build_worker, cfg, out), tasks, follow, progress, on_error=lost)
+            executor.map(functools.partial(_build_worker, cfg, out), tasks, follow, progress, on_error=lost,
+                         on_retry=lambda task: retried.add(str(task.path)))
         if busy:  # another process had them: wait for it, then they are usually done
             log.info("%d video(s) were being processed by another run; waiting for it", len(busy))
             scans.expect(busy)

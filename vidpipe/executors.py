@@ -29,6 +29,7 @@ MakeWorker = Callable[[], Worker]
 Progress = Callable[[Any, float, float], None]  # (item, seconds done, seconds in all)
 OnResult = Callable[[Any], "Iterable[Any] | None"]  # may return follow-up items
 OnError = Callable[[Any, str], Any]  # (item, one-line reason) -> a result for it
+OnRetry = Callable[[Any], None]  # told of an item run again because its worker died under it
 
 
 class Executor(ABC):
@@ -41,16 +42,19 @@ class Executor(ABC):
 
     @abstractmethod
     def map(self, make_worker: MakeWorker, items: Iterable[Any], on_result: OnResult,
-            on_progress: Progress | None = None, on_error: OnError | None = None) -> None:
+            on_progress: Progress | None = None, on_error: OnError | None = None,
+            on_retry: OnRetry | None = None) -> None:
         """Run the worker on every item, and on every item `on_result` returns; call
         `on_result` with each result. A worker that dies is the executor's to handle:
-        `on_error(item, reason)` turns what it cannot recover into a result."""
+        `on_error(item, reason)` turns what it cannot recover into a result, and
+        `on_retry(item)` is told of each item it runs again (its work may have been done
+        before the worker died, its result lost)."""
 
 
 class SerialExecutor(Executor):
     """Everything in this process, one item after the other."""
 
-    def map(self, make_worker, items, on_result, on_progress=None, on_error=None) -> None:
+    def map(self, make_worker, items, on_result, on_progress=None, on_error=None, on_retry=None) -> None:
         worker = make_worker()
         queue = deque(items)
         while queue:
@@ -99,9 +103,9 @@ class ProcessExecutor(Executor):
     alone, so the one that kills its worker again is known: `on_error` makes its result.
     At most `workers` items are in flight, so no item merely queued is ever suspected."""
 
-    def map(self, make_worker, items, on_result, on_progress=None, on_error=None) -> None:
+    def map(self, make_worker, items, on_result, on_progress=None, on_error=None, on_retry=None) -> None:
         if self.workers <= 1:
-            SerialExecutor().map(make_worker, items, on_result, on_progress, on_error)
+            SerialExecutor().map(make_worker, items, on_result, on_progress, on_error, on_retry)
             return
         context = multiprocessing.get_context("spawn")
         new_pool = lambda: ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init,  # noqa: E731
@@ -145,6 +149,8 @@ class ProcessExecutor(Executor):
                     queue.extend(on_result(on_error(died[0], WORKER_DIED)) or ())
                 else:
                     suspects.extend(died)
+                    for item in died if on_retry is not None else ():
+                        on_retry(item)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

@@ -57,7 +57,9 @@ class RayExecutor(Executor):
     """Items as Ray tasks. Options: `address` (a running cluster; None starts a private
     one here), `num_cpus` and `num_gpus` (what each task asks for), `max_retries`."""
 
-    def map(self, make_worker, items, on_result, on_progress=None, on_error=None) -> None:
+    def map(self, make_worker, items, on_result, on_progress=None, on_error=None, on_retry=None) -> None:
+        # Ray retries a task whose worker died itself (`max_retries`), unseen here: `on_retry`
+        # is not called.
         address = self.options.get("address")
         ray = import_ray(local=address is None)
         started = not ray.is_initialized()

@@ -266,6 +266,15 @@ def finished(out: Path, video_id: str, tables: Iterable[str] = ()) -> FinishedVi
     return FinishedVideo(row["config_hash"], row["status"], row["error"])
 
 
+def written_since(out: Path, video_id: str, since: float) -> bool:
+    """Whether the video's `videos` row (written last, when it is finished) is from `since`
+    (a `time.time()`) or later."""
+    try:
+        return final_path(out, "videos", video_id).stat().st_mtime >= since
+    except OSError:
+        return False
+
+
 def unreadable(path: Path) -> str | None:
     """Why the Parquet file at `path` cannot be read, naming it (its footer is read, not its
     data); None when it can, or is not there."""
