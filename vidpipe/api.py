@@ -23,7 +23,7 @@ from vidpipe.pipeline.scan import ScanAhead
 from vidpipe.pipeline.spans import may_split
 from vidpipe.ranges import MergeTask, RangeTask, merge_ranges, process_range
 from vidpipe.store import read_table, record_error, remove_stale_temporaries, written_since
-from vidpipe.util import collector_paused
+from vidpipe.util import blas_on_one_thread, collector_paused
 from vidpipe.video import content_id, file_problem
 from vidpipe.weights import check_named_dirs
 
@@ -117,8 +117,10 @@ def _build_worker(cfg: Config, out: Path) -> Callable:
         import torch
 
         torch.set_num_threads(cfg.run.threads)
+    blas_on_one_thread()  # for the worker's life: NumPy's OpenBLAS now, the others after the build
     with collector_paused():
         pipeline = Pipeline.build(with_device_batches(cfg))
+    blas_on_one_thread()
     return functools.partial(_work, VideoProcessor(pipeline, out, cfg.run.split_s))
 
 
@@ -190,7 +192,7 @@ def run(
         if files and not may_split(files[0], cfg, cfg.run.split_s):
             scans.start()
     try:
-        with collector_paused():
+        with collector_paused(), blas_on_one_thread():  # NumPy's OpenBLAS (the others load in the build)
             pipeline = Pipeline.build(with_device_batches(cfg))
         pipeline.manifest().write(out)
         for outcome in problems:  # recorded like every other failed file
@@ -257,15 +259,16 @@ def run(
             lambda task, done, total: on_progress(Path(task.path), done, total))
         tasks = [VideoTask(f) for f in files]
         executor = _executor(cfg, files, pipeline)
-        if executor is None:
-            get_executor("serial").map(here, tasks, follow, progress)
-        else:
-            executor.map(functools.partial(_build_worker, cfg, out), tasks, follow, progress, on_error=lost,
-                         on_retry=lambda task: retried.add(str(task.path)))
-        if busy:  # another process had them: wait for it, then they are usually done
-            log.info("%d video(s) were being processed by another run; waiting for it", len(busy))
-            scans.expect(busy)
-            get_executor("serial").map(here, [VideoTask(f, wait=True) for f in busy], follow, progress)
+        with blas_on_one_thread():
+            if executor is None:
+                get_executor("serial").map(here, tasks, follow, progress)
+            else:
+                executor.map(functools.partial(_build_worker, cfg, out), tasks, follow, progress, on_error=lost,
+                             on_retry=lambda task: retried.add(str(task.path)))
+            if busy:  # another process had them: wait for it, then they are usually done
+                log.info("%d video(s) were being processed by another run; waiting for it", len(busy))
+                scans.expect(busy)
+                get_executor("serial").map(here, [VideoTask(f, wait=True) for f in busy], follow, progress)
     finally:
         scans.expect(())  # a scan whose turn never came (an error, Ctrl-C) stops
     report.outcomes.sort(key=lambda o: o.path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -154,13 +155,19 @@ def run_cmd(inputs, out, config_file, settings, quiet, log_level, **flags) -> No
     \b
     Exit status: 0 every file processed, 1 some files failed, 2 bad usage, config or weights.
     """
+    # No OpenBLAS threads in a run, here or in its workers, from before NumPy loads (the
+    # stages' config sections import it): its calls are tiny, and its idle threads spin on
+    # the decoder's and ONNX Runtime's cores (0.2 s of CPU after loading alone).
+    # `vidpipe.api` limits them too, for the API. A user's own setting is kept.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     setup_logging("warning" if quiet and log_level == "info" else log_level)
     from vidpipe.registry import BackendError
     from vidpipe.weights import WeightsError
 
     try:
-        cfg = build_config(config_file, settings, flags)
-        cfg.stage_names()
+        with collector_paused():  # the stages' modules are imported for their config sections
+            cfg = build_config(config_file, settings, flags)
+            cfg.stage_names()
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
 
