@@ -66,8 +66,9 @@ class LightAsdScorer(ActiveSpeakerScorer):
                 self.visual_frontend = self._onnx_visual(Path(path), threads)
             except Exception as e:  # no exporter here: eager torch gives the same numbers, slower
                 log_once(logging.WARNING, "light_asd: visual front end stays in torch (%s)", e)
-        # The first inference allocates (thread pools, arenas): not the first clip's cost.
-        self.score([(np.zeros(CHUNK * 640, np.int16), np.zeros((CHUNK, CROP, CROP), np.uint8))])
+        # The first inference starts the thread pools: not the first clip's cost. One frame
+        # is enough for that (a whole chunk was 0.5 CPU-s of every run's start-up, clips or not).
+        self.score([(np.zeros(640, np.int16), np.zeros((1, CROP, CROP), np.uint8))])
         self.stats = ModelStats()  # count the clips' calls only
 
     def _onnx_visual(self, weights: Path, threads: int) -> Callable:
