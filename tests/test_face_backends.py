@@ -227,6 +227,24 @@ def test_scrfd_batch_and_empty(scrfd: Pair, shared: Path) -> None:
     assert _cos(embs[0], embs[1]) > 0.5  # the same man, 2333 px and 320 px photos
 
 
+def test_scrfd_batched_call_finds_what_single_calls_find(scrfd: Pair, shared: Path) -> None:
+    """A batch is one network call whose outputs insightface's decoder reads back image by
+    image (its own blob is not built again): the same boxes, scores and landmarks, to the
+    bit, as one call per image."""
+    names = ("obama3.jpg", "obama_small.jpg", "lin-manuel-miranda.png", "alex-lacamoire.png")
+    imgs = [_img(shared, f"face_recognition_misc/{n}") for n in names]
+    imgs = [cv2.resize(i, (640, 480)) for i in imgs]  # one padded size: one batched call
+    calls = scrfd.detector.stats.calls
+    together = scrfd.detector.detect(imgs)
+    assert scrfd.detector.stats.calls == calls + 1
+    alone = [scrfd.detector.detect([img]) for img in imgs]
+    assert sorted(set(together.frame.tolist())) == [0, 1, 2, 3]  # a face in each
+    assert together.frame.tolist() == [i for i, d in enumerate(alone) for _ in range(len(d))]
+    for got, want in ((together.xyxy, [d.xyxy for d in alone]), (together.confidence, [d.confidence for d in alone]),
+                      (together.data["landmarks"], [d.data["landmarks"] for d in alone])):
+        assert np.array_equal(got, np.concatenate(want))
+
+
 def test_scrfd_same_person_closer(scrfd: Pair, shared: Path) -> None:
     lmm = _img(shared, "face_recognition_misc/lin-manuel-miranda.png")
     e = _main_face(scrfd, lmm)

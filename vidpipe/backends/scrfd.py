@@ -65,6 +65,12 @@ class _Replay:
         return self.outputs
 
 
+def _blob_shape_only(img: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """What insightface's decoder reads of the input blob when the outputs are replayed: its
+    shape (a zero-stride view; the batch's blob was built once, in `_batched_outputs`)."""
+    return np.broadcast_to(np.float32(0), (1, 3, input_size[1], input_size[0]))
+
+
 class ScrfdFaceDetector(Detector):
     """SCRFD from an ONNX file: boxes, scores and 5 landmarks (eyes, nose, mouth corners)."""
 
@@ -130,10 +136,11 @@ class ScrfdFaceDetector(Detector):
         if outputs is None:
             return self.timed(lambda: self.model.detect(inp, input_size=(w, h), det_thresh=self.threshold))
         self.model._session_for_input_size = lambda size: _Replay(outputs)
+        self.model._prepare_input_blob = _blob_shape_only
         try:
             return self.model.detect(inp, input_size=(w, h), det_thresh=self.threshold)
         finally:
-            del self.model._session_for_input_size
+            del self.model._session_for_input_size, self.model._prepare_input_blob
 
 
 class ScrfdPersonDetector(ScrfdFaceDetector):
