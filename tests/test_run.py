@@ -478,3 +478,18 @@ def test_the_run_command_starts_no_blas_threads(tmp_path):
         line = next(x for x in r.stdout.splitlines() if x.startswith("BLAS"))
         _, value, blas = line.split(" ")
         assert value == expect and set(blas.split(",")) == {expect}, line  # every OpenBLAS loaded
+
+
+def test_the_api_runs_blas_on_one_thread_and_gives_it_back(tmp_path):
+    """`vidpipe.run` limits the OpenBLAS copies it finds loaded while files are processed
+    (seen from `on_result`, called inside the run), and leaves them as they were."""
+    from threadpoolctl import threadpool_limits
+
+    make_video(tmp_path / "a.mp4", [1.2])
+    cfg = Config()
+    cfg.set("pipeline.stages", ["major_character"])
+    seen = []
+    with threadpool_limits(limits=2, user_api="blas"):
+        vidpipe.run(tmp_path / "a.mp4", tmp_path / "out", cfg, on_result=lambda o: seen.append(set(_blas_threads())))
+        assert set(_blas_threads()) == {2}
+    assert seen == [{1}]
