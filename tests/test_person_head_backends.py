@@ -147,6 +147,41 @@ def test_yolox_and_scrfd_person_find_the_people(shared):
     assert len(selfie) >= 2
 
 
+def test_yolox_batched_call_finds_what_single_calls_find(shared):
+    """One network call for a batch (its input built in a buffer reused from call to call):
+    the same boxes and scores, to the bit, as one call per image, in either order."""
+    detector = backends(shared).get("person_detector")
+    names = ("two_people.jpg", "obama3.jpg", "lin-manuel-miranda.png", "alex-lacamoire.png")
+    imgs = [image(shared, f"face_recognition_misc/{n}") for n in names]
+    calls = detector.stats.calls
+    together = detector.detect(imgs)
+    assert detector.stats.calls == calls + 1 and len(set(together.frame.tolist())) >= 3
+    alone = [detector.detect([img]) for img in imgs]
+    again = detector.detect(imgs)
+    assert together.frame.tolist() == [i for i, d in enumerate(alone) for _ in range(len(d))]
+    for got in (together, again):
+        assert np.array_equal(got.xyxy, np.concatenate([d.xyxy for d in alone]))
+        assert np.array_equal(got.confidence, np.concatenate([d.confidence for d in alone]))
+
+
+def test_an_input_buffer_is_reused_by_its_thread_only():
+    import threading
+
+    from vidpipe.backends._onnx import InputBuffer
+
+    buffer = InputBuffer(keep_mb=1)
+    a = buffer.view((2, 3, 4, 5))
+    b = buffer.view((1, 3, 4, 5))
+    assert b.shape == (1, 3, 4, 5) and b.dtype == np.float32 and np.shares_memory(a, b)
+    other = []
+    thread = threading.Thread(target=lambda: other.append(buffer.view((1, 3, 4, 5))))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(other[0], a)
+    big = buffer.view((1, 3, 512, 512))  # 3 MB, over keep_mb: its own array, not kept
+    assert not np.shares_memory(big, a) and not np.shares_memory(buffer.view((1, 3, 512, 512)), big)
+
+
 @pytest.fixture
 def no_weights(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))

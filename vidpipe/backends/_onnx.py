@@ -7,6 +7,10 @@ CPU provider stays as the fallback. `threads` splits the cores between worker pr
 from __future__ import annotations
 
 import logging
+import math
+import threading
+
+import numpy as np
 
 from vidpipe.config import ConfigError
 from vidpipe.registry import log_once
@@ -76,3 +80,27 @@ def free_batch(path, fix) -> bytes | None:
             dims[0].dim_param = "batch"  # dynamic: the first axis now grows with the batch
     del graph.value_info[:]  # shapes inferred for batch 1
     return model.SerializeToString()
+
+
+class InputBuffer:
+    """A float32 network input reused from call to call (one per thread).
+
+    A detector's batch input is 10-25 MB. Made afresh for every call, it is handed back to
+    the kernel when freed and page-faulted in again by the next call: half the cost of
+    building it (SCRFD, 8 frames of 640x288: 19 ms of work beside the network, 9 ms with
+    this). ONNX Runtime reads its inputs during `run` only, so the next call may overwrite
+    them. A batch above `keep_mb` gets an array of its own (photo folders of one size)."""
+
+    def __init__(self, keep_mb: float = 64) -> None:
+        self._local = threading.local()
+        self._keep = int(keep_mb * 2**20) // 4
+
+    def view(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An uninitialised float32 array of `shape`, valid until this thread's next call."""
+        need = math.prod(shape)
+        if need > self._keep:
+            return np.empty(shape, np.float32)
+        buf = getattr(self._local, "buf", None)
+        if buf is None or buf.size < need:
+            buf = self._local.buf = np.empty(need, np.float32)
+        return buf[:need].reshape(shape)

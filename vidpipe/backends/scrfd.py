@@ -24,10 +24,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
-from vidpipe.backends._onnx import free_batch, onnx_providers, session, session_options
+from vidpipe.backends._onnx import InputBuffer, free_batch, onnx_providers, session, session_options
 from vidpipe.backends.base import FACE, PERSON, Detections, Detector
 from vidpipe.registry import BackendContext, register
 from vidpipe.util import shrink
@@ -95,6 +94,7 @@ class ScrfdFaceDetector(Detector):
         self.providers = list(model.session.get_providers())
         graph = None if model.batched else free_batch(path, _images_apart)
         self.batch_session = session(graph, device, threads) if graph is not None else None
+        self._input = InputBuffer()
 
     def detect(self, images: Sequence[np.ndarray]) -> Detections:
         parts = []
@@ -123,15 +123,24 @@ class ScrfdFaceDetector(Detector):
         names = self.model.output_names
         outputs = {}
         for shape, members in by_size.items():
-            # insightface's blob (its `_prepare_input_blob`) for the whole batch in one call:
-            # 4x faster than one blob per image and a copy of them all, the same floats.
-            m = self.model
-            blob = cv2.dnn.blobFromImages([inputs[i] for i in members], 1.0 / m.input_std, (shape[1], shape[0]),
-                                          (m.input_mean,) * 3, swapRB=True)
+            blob = self._blob([inputs[i] for i in members])
             outs = self.timed(lambda: self.batch_session.run(names, {self.model.input_name: blob}), len(members))
             for b, i in enumerate(members):
                 outputs[i] = [o.reshape(len(members), -1, *o.shape[1:])[b] for o in outs]
         return outputs
+
+    def _blob(self, images: list[np.ndarray]) -> np.ndarray:
+        """insightface's input blob (`_prepare_input_blob`: RGB planes, (x - mean) / std) of
+        a batch of same-size images, in a reused buffer: the same floats (its mean and std,
+        127.5 and 128, make both steps exact in float32), 2x faster than a blob per image and
+        a copy of them all."""
+        m = self.model
+        pixels = np.stack(images)
+        blob = self._input.view((len(images), 3, *pixels.shape[1:3]))
+        for c in range(3):  # BGR in, RGB out
+            np.subtract(pixels[..., 2 - c], np.float32(m.input_mean), out=blob[:, c], dtype=np.float32)
+        blob *= np.float32(1.0 / m.input_std)
+        return blob
 
     def _detect_one(self, inp: np.ndarray, outputs: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
         """insightface's detection of one padded image: its own network call, or the outputs

@@ -23,7 +23,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from vidpipe.backends._onnx import free_batch, session
+from vidpipe.backends._onnx import InputBuffer, free_batch, session
 from vidpipe.backends.base import HEAD, PERSON, Detections, Detector
 from vidpipe.config import ConfigError
 from vidpipe.registry import BackendContext, register
@@ -92,6 +92,7 @@ class YoloxPersonDetector(Detector):
         self.input_name, self.size = inp.name, (int(inp.shape[2]), int(inp.shape[3]))
         self.threshold = float(threshold)
         self.weight_files = [Path(path)]
+        self._input = InputBuffer()
         grids, strides = [], []
         for s in self.STRIDES:
             gy, gx = np.meshgrid(np.arange(self.size[0] // s), np.arange(self.size[1] // s), indexing="ij")
@@ -103,7 +104,8 @@ class YoloxPersonDetector(Detector):
         if not images:
             return Detections.empty()
         boxed = [letterbox(img, self.size, centre=False) for img in images]
-        x = np.ascontiguousarray(np.stack([canvas for canvas, _, _ in boxed]).transpose(0, 3, 1, 2), np.float32)
+        x = self._input.view((len(images), 3, *self.size))
+        x[...] = np.stack([canvas for canvas, _, _ in boxed]).transpose(0, 3, 1, 2)
         if self.batched:
             outs = self.timed(lambda: self.session.run(None, {self.input_name: x})[0], len(images))
         else:
