@@ -86,10 +86,11 @@ class InputBuffer:
     """A float32 network input reused from call to call (one per thread).
 
     A detector's batch input is 10-25 MB. Made afresh for every call, it is handed back to
-    the kernel when freed and page-faulted in again by the next call: half the cost of
-    building it (SCRFD, 8 frames of 640x288: 19 ms of work beside the network, 9 ms with
-    this). ONNX Runtime reads its inputs during `run` only, so the next call may overwrite
-    them. A batch above `keep_mb` gets an array of its own (photo folders of one size)."""
+    the kernel when freed and page-faulted in again by the next call, which costs about as
+    much as filling it (SCRFD, 8 frames of 640x288: cv2's batched blob 19 ms beside the
+    network, 9 ms written here instead). ONNX Runtime reads its inputs during `run` only, so
+    the next call may overwrite them. A batch above `keep_mb` gets an array of its own
+    (photo folders of one size)."""
 
     def __init__(self, keep_mb: float = 64) -> None:
         self._local = threading.local()

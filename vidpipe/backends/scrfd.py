@@ -132,8 +132,8 @@ class ScrfdFaceDetector(Detector):
     def _blob(self, images: list[np.ndarray]) -> np.ndarray:
         """insightface's input blob (`_prepare_input_blob`: RGB planes, (x - mean) / std) of
         a batch of same-size images, in a reused buffer: the same floats (its mean and std,
-        127.5 and 128, make both steps exact in float32), 2x faster than a blob per image and
-        a copy of them all."""
+        127.5 and 128, make both steps exact in float32), 3.5x faster than a blob per image
+        and a copy of them all (8 frames of 640x288: 16 ms -> 4.6 ms)."""
         m = self.model
         pixels = np.stack(images)
         blob = self._input.view((len(images), 3, *pixels.shape[1:3]))
