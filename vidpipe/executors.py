@@ -149,8 +149,9 @@ class ProcessExecutor(Executor):
                     queue.extend(on_result(on_error(died[0], WORKER_DIED)) or ())
                 else:
                     suspects.extend(died)
-                    for item in died if on_retry is not None else ():
-                        on_retry(item)
+                    if on_retry is not None:
+                        for item in died:
+                            on_retry(item)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

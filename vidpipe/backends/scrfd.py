@@ -135,10 +135,10 @@ class ScrfdFaceDetector(Detector):
         127.5 and 128, make both steps exact in float32), 3.5x faster than a blob per image
         and a copy of them all (8 frames of 640x288: 16 ms -> 4.6 ms)."""
         m = self.model
-        pixels = np.stack(images)
-        blob = self._input.view((len(images), 3, *pixels.shape[1:3]))
-        for c in range(3):  # BGR in, RGB out
-            np.subtract(pixels[..., 2 - c], np.float32(m.input_mean), out=blob[:, c], dtype=np.float32)
+        blob = self._input.view((len(images), 3, *images[0].shape[:2]))
+        for img, planes in zip(images, blob):  # straight into the blob: no stacked copy first
+            for c in range(3):  # BGR in, RGB out
+                np.subtract(img[..., 2 - c], np.float32(m.input_mean), out=planes[c], dtype=np.float32)
         blob *= np.float32(1.0 / m.input_std)
         return blob
 

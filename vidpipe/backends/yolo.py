@@ -105,7 +105,8 @@ class YoloxPersonDetector(Detector):
             return Detections.empty()
         boxed = [letterbox(img, self.size, centre=False) for img in images]
         x = self._input.view((len(images), 3, *self.size))
-        x[...] = np.stack([canvas for canvas, _, _ in boxed]).transpose(0, 3, 1, 2)
+        for planes, (canvas, _, _) in zip(x, boxed):  # HWC uint8 -> CHW float32, no stacked copy first
+            planes[...] = canvas.transpose(2, 0, 1)
         if self.batched:
             outs = self.timed(lambda: self.session.run(None, {self.input_name: x})[0], len(images))
         else:
