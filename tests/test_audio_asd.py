@@ -70,31 +70,58 @@ def scorer(cfg):
     return config_backends(cfg).get("active_speaker")
 
 
+def torch_net(weights):
+    import torch
+
+    from vidpipe.backends._light_asd_net import LightASD
+
+    return LightASD.from_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+
+
 def test_light_asd_loads_both_released_weights(cfg, scorer):
-    n = sum(p.numel() for p in scorer.net.parameters())
+    net = torch_net(scorer.weight_files[0])
+    n = sum(p.numel() for p in net.parameters())
     assert 0.9e6 < n < 1.1e6  # "about 1 M parameters"
     cfg_ava = Config()
     cfg_ava.set("run.weights_dir", cfg.run.weights_dir)
     cfg_ava.set("asd.weights", "light_asd_ava")
     ava = config_backends(cfg_ava).get("active_speaker")
     assert ava.weight_files[0].name == "light_asd_ava.model"
-    assert not np.allclose(ava.net.fc.weight.detach(), scorer.net.fc.weight.detach())
+    assert not np.allclose(torch_net(ava.weight_files[0]).fc.weight.detach(), net.fc.weight.detach())
+    rng = np.random.default_rng(3)
+    mfcc = rng.normal(0, 10, (1, 80, 13)).astype(np.float32)
+    assert not np.allclose(ava.audio_frontend(mfcc), scorer.audio_frontend(mfcc), atol=1e-3)  # each session its file's
 
 
 def test_the_network_gives_upstreams_logits(scorer):
     """The same input through upstream Light-ASD's own ASD_Model + lossAV (its repository's
-    code, run once outside vidpipe) gave these logits for frames 0, 5, 10, 15, 20, 25."""
+    code, run once outside vidpipe) gave these logits for frames 0, 5, 10, 15, 20, 25; and
+    each part as the scorer runs it (ONNX Runtime on the CPU) gives the torch network's
+    numbers, at 1 and 3 tracks of other lengths (the axes the export left free)."""
     import torch
 
+    from vidpipe.backends._light_asd_net import VisualEncoder
+    from vidpipe.backends.light_asd import VISUAL_CONTEXT
+
+    assert VISUAL_CONTEXT == VisualEncoder.CONTEXT  # the chunks' context, kept without importing torch
+    net = torch_net(scorer.weight_files[0])
     rng = np.random.default_rng(7)
-    mfcc = torch.from_numpy(rng.normal(0, 10, (1, 120, 13)).astype(np.float32))
-    crops = torch.from_numpy(rng.integers(0, 256, (1, 30, 112, 112)).astype(np.uint8))
-    with torch.inference_mode():
-        visual = scorer.visual_frontend(crops)  # on the CPU: ONNX Runtime, exported from the network
-        assert (visual - scorer.net.visual(crops)).abs().max() < 1e-4
-        logits = scorer.net.logits(scorer.net.audio(mfcc), visual)[0].numpy()
+    mfcc = rng.normal(0, 10, (1, 120, 13)).astype(np.float32)
+    crops = rng.integers(0, 256, (1, 30, 112, 112)).astype(np.uint8)
+    visual, audio = scorer.visual_frontend(crops), scorer.audio_frontend(mfcc)
+    logits = scorer.classifier(audio, visual)[0]
     upstream = [-1.2961, -1.4621, -1.3955, -1.1625, -0.8705, -0.6628]
     assert logits[::5] == pytest.approx(upstream, abs=2e-4)
+    for tracks, frames in ((1, 30), (3, 11)):
+        mfcc = rng.normal(0, 10, (tracks, 4 * frames, 13)).astype(np.float32)
+        crops = rng.integers(0, 256, (tracks, frames, 112, 112)).astype(np.uint8)
+        with torch.inference_mode():
+            v, a = net.visual(torch.from_numpy(crops)), net.audio(torch.from_numpy(mfcc))
+            theirs = net.logits(a, v).numpy()
+        ours_v, ours_a = scorer.visual_frontend(crops), scorer.audio_frontend(mfcc)
+        assert np.abs(ours_v - v.numpy()).max() < 1e-4 and np.abs(ours_a - a.numpy()).max() < 1e-4
+        assert ours_a.shape == (tracks, frames, 128)
+        assert np.abs(scorer.classifier(a.numpy(), v.numpy()) - theirs).max() < 1e-4
 
 
 def test_crops_are_upstreams(shared, scorer):

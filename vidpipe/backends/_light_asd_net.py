@@ -149,7 +149,7 @@ class LightASD(nn.Module):
 
 
 class VisualFrontend(nn.Module):
-    """`LightASD.visual` alone, (B, T, 112, 112) uint8 → (B, T, 128): what is exported to ONNX."""
+    """`LightASD.visual` alone, (B, T, 112, 112) uint8 → (B, T, 128): exported to ONNX."""
 
     def __init__(self, net: LightASD) -> None:
         super().__init__()
@@ -157,3 +157,17 @@ class VisualFrontend(nn.Module):
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         return self.net.visual(crops)
+
+
+class AudioFrontend(VisualFrontend):
+    """`LightASD.audio` alone, (B, 4T, 13) MFCCs → (B, T, 128)."""
+
+    def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
+        return self.net.audio(mfcc)
+
+
+class Classifier(VisualFrontend):
+    """`LightASD.logits` alone: (B, T, 128) audio and visual embeddings → (B, T) logits."""
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        return self.net.logits(audio, visual)

@@ -1,14 +1,20 @@
 """Torch device for every torch backend: CUDA when asked for, or on "auto" when torch sees
-a GPU; the CPU otherwise (with a warning when CUDA was asked for but is not there)."""
+a GPU; the CPU otherwise (with a warning when CUDA was asked for but is not there). And
+torch networks exported once to ONNX for the CPU, where ONNX Runtime runs them without
+importing torch (0.8 s of every start-up)."""
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import logging
-from typing import Iterator
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
 
 from vidpipe.config import ConfigError
 from vidpipe.registry import log_once
+from vidpipe.util import atomic_path
+from vidpipe.weights import cache_dir, sha256_file
 
 
 def torch_device(device: str = "auto"):
@@ -29,20 +35,28 @@ def torch_device(device: str = "auto"):
     raise ConfigError(f"device must be auto, cpu or cuda, not {device!r}")
 
 
-@contextlib.contextmanager
-def one_thread_on_cpu(device) -> Iterator[None]:
-    """Torch on one thread inside the block when `device` is the CPU. For recurrent nets
-    (GE2E's LSTM, Light-ASD's GRU): each step is a small matrix product that threads cannot
-    split usefully, and their barriers collapse on busy cores (GE2E, 64 partials: 22-75 ms
-    each on one thread, 340-640 ms on two, on this 2-core machine at load 10)."""
-    import torch
+def runs_on_cpu(device: str = "auto") -> bool:
+    """Whether torch networks would run on the CPU for `device`: told without importing
+    torch on a machine with no GPU driver."""
+    from vidpipe.devices import resolve
 
-    before = torch.get_num_threads()
-    if device.type != "cpu" or before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return resolve(device) == "cpu" or torch_device(device).type == "cpu"
+
+
+def exported_onnx(weights: Path, part: str, export: Callable[[], tuple], code: Sequence[Path] = (), **options) -> Path:
+    """`part` of the network in `weights` as an ONNX file in the user cache. The first call
+    exports it: `export()` gives (module, example inputs), and torch is imported then only.
+    The file's name holds the weights' hash and that of the source files in `code` (the
+    network and its export), so that editing either exports again. `options` are
+    torch.onnx.export's (input_names, output_names, dynamic_axes)."""
+    weights = Path(weights)
+    source = hashlib.sha256(b"".join(Path(f).read_bytes() for f in code)).hexdigest()[:8]
+    onnx_file = cache_dir() / "onnx" / f"{weights.stem}-{sha256_file(weights)[:16]}-{source}-{part}.onnx"
+    if not onnx_file.is_file():
+        import torch
+
+        module, example = export()
+        with atomic_path(onnx_file) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), example, str(tmp), dynamo=False, **options)
+    return onnx_file

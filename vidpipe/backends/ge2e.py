@@ -12,11 +12,18 @@ power 2, 25 ms Hann windows every 10 ms, centred, 40 Slaney mels) computed here 
 librosa's first call imports numba and scipy.signal, 3-5 s in every process (tested equal).
 resemblyzer imports webrtcvad, which imports pkg_resources (setuptools < 82 keeps it; the
 pin is in pyproject.toml); its deprecation warning is silenced here.
+
+On the CPU the encoder runs in ONNX Runtime, exported once from resemblyzer's VoiceEncoder
+into the user cache, and its volume normalisation and partial slicing are written here:
+resemblyzer imports torch, 0.8 s of every run's start-up. tests/test_audio_speaker.py holds
+them to resemblyzer's own. On CUDA the encoder stays in torch.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import logging
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -24,15 +31,18 @@ from typing import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from vidpipe.backends._torch import one_thread_on_cpu, torch_device
+from vidpipe.backends._onnx import session
+from vidpipe.backends._torch import exported_onnx, runs_on_cpu, torch_device
 from vidpipe.backends.base import ModelStats, SpeakerEmbedder
 from vidpipe.records import SAMPLE_RATE, to_float
-from vidpipe.registry import BackendContext, register
+from vidpipe.registry import BackendContext, log_once, register
 
 PARTIALS_PER_S = 1.3  # resemblyzer's embed_utterance defaults
 MIN_COVERAGE = 0.75
 TARGET_DBFS = -30  # resemblyzer.hparams.audio_norm_target_dBFS
 N_FFT, HOP, N_MELS = 400, 160, 40  # resemblyzer.hparams: 25 ms windows, 10 ms steps, 40 mels
+PARTIAL_FRAMES = 160  # resemblyzer.hparams.partials_n_frames: 1.6 s
+INT16_MAX = 2**15 - 1
 
 
 @functools.cache
@@ -65,6 +75,31 @@ def mel_spectrogram(wav: np.ndarray) -> np.ndarray:
     return (power @ slaney_mel_filters().T).astype(np.float32)
 
 
+def normalize_volume(wav: np.ndarray, target_dbfs: float) -> np.ndarray:
+    """resemblyzer.audio.normalize_volume(wav, target_dbfs, increase_only=True)."""
+    rms = np.sqrt(np.mean((wav * INT16_MAX) ** 2))
+    change = target_dbfs - 20 * np.log10(rms / INT16_MAX)
+    return wav if change < 0 else wav * (10 ** (change / 20))
+
+
+def partial_slices(n_samples: int, rate: float = PARTIALS_PER_S, min_coverage: float = MIN_COVERAGE) -> list[slice]:
+    """Mel frames of each 1.6 s partial utterance: resemblyzer's
+    VoiceEncoder.compute_partial_slices (its mel slices; the samples are 160 per frame)."""
+    n_frames = int(np.ceil((n_samples + 1) / HOP))
+    step = int(np.round((SAMPLE_RATE / rate) / HOP))
+    slices = [slice(i, i + PARTIAL_FRAMES) for i in range(0, max(1, n_frames - PARTIAL_FRAMES + step + 1), step)]
+    coverage = (n_samples - slices[-1].start * HOP) / (PARTIAL_FRAMES * HOP)
+    return slices[:-1] if coverage < min_coverage and len(slices) > 1 else slices
+
+
+def resemblyzer_weights() -> Path:
+    """The encoder's weights inside the resemblyzer wheel, found without importing it."""
+    spec = importlib.util.find_spec("resemblyzer")
+    if spec is None or spec.origin is None:
+        raise ImportError("resemblyzer is not installed: pip install resemblyzer")
+    return Path(spec.origin).parent / "pretrained.pt"
+
+
 def import_resemblyzer():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -74,42 +109,73 @@ def import_resemblyzer():
     return resemblyzer, audio, voice_encoder
 
 
+def voice_encoder(device):
+    return import_resemblyzer()[2].VoiceEncoder(device=device, verbose=False).eval()
+
+
 class Ge2eEmbedder(SpeakerEmbedder):
     def __init__(self, device: str = "auto", batch_size: int = 64) -> None:
         super().__init__()
-        resemblyzer, self._audio, voice_encoder = import_resemblyzer()
-        self.device = torch_device(device)
-        self.encoder = voice_encoder.VoiceEncoder(device=self.device, verbose=False).eval()
         self.name = "resemblyzer"
         self.dim = 256
         self.batch_size = max(1, int(batch_size))
-        self.weight_files = [Path(resemblyzer.__file__).parent / "pretrained.pt"]
+        self.weight_files = [resemblyzer_weights()]
+        self.encoder = None
+        if runs_on_cpu(device):
+            try:
+                self.encoder = self._onnx_encoder()
+            except Exception as e:  # no exporter, or no cache to write: torch gives the same numbers, slower
+                log_once(logging.WARNING, "resemblyzer: the encoder stays in torch (%s)", e)
+        self.encoder = self.encoder or self._torch_encoder(device)
         # The first LSTM call allocates: pay that here, once, not on the first clip.
         self.embed([np.full(SAMPLE_RATE, 100, np.int16)])
         self.stats = ModelStats()  # count the clips' calls only
 
-    def partials(self, speech: np.ndarray) -> np.ndarray:
-        """(n, 160, 40) mel spectrograms of the 1.6 s partial utterances of one clip."""
-        wav = self._audio.normalize_volume(to_float(speech), TARGET_DBFS, increase_only=True)
-        wav_slices, mel_slices = self.encoder.compute_partial_slices(len(wav), PARTIALS_PER_S, MIN_COVERAGE)
-        wav = np.pad(wav, (0, max(0, wav_slices[-1].stop - len(wav))))
-        mel = mel_spectrogram(wav)
-        return np.stack([mel[s] for s in mel_slices])
+    def _onnx_encoder(self):
+        """(n, 160, 40) mels → (n, 256) in ONNX Runtime on one thread: each LSTM step is a small
+        matrix product that threads cannot split usefully, and their barriers collapse on busy
+        cores (torch, 64 partials: 22-75 ms each on one thread, 340-640 ms on two, on this
+        2-core machine at load 10)."""
+        def export():
+            import torch
 
-    def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+            return voice_encoder("cpu"), (torch.zeros((2, PARTIAL_FRAMES, N_MELS)),)
+
+        onnx_file = exported_onnx(self.weight_files[0], "encoder", export, (Path(__file__),), input_names=["mels"],
+                                  output_names=["embedding"], dynamic_axes={"mels": {0: "batch", 1: "frames"}})
+        sess = session(onnx_file, "cpu", 1)
+        return lambda mels: sess.run(None, {"mels": mels})[0]
+
+    def _torch_encoder(self, device: str):
         import torch
 
+        dev = torch_device(device)
+        encoder = voice_encoder(dev)
+
+        def call(mels):
+            with torch.inference_mode():
+                return encoder(torch.from_numpy(mels).to(dev)).cpu().numpy()
+        return call
+
+    def partials(self, speech: np.ndarray) -> np.ndarray:
+        """(n, 160, 40) mel spectrograms of the 1.6 s partial utterances of one clip."""
+        wav = normalize_volume(to_float(speech), TARGET_DBFS)
+        slices = partial_slices(len(wav))
+        wav = np.pad(wav, (0, max(0, slices[-1].stop * HOP - len(wav))))
+        mel = mel_spectrogram(wav)
+        return np.stack([mel[s] for s in slices])
+
+    def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         out = np.full((len(clips), self.dim), np.nan, np.float32)
         keep = [i for i, c in enumerate(clips) if np.any(c)]  # silence has no speaker
         if not keep:
             return out
         parts = [self.partials(np.asarray(clips[i]).reshape(-1)) for i in keep]
-        mels = torch.from_numpy(np.concatenate(parts))
+        mels = np.concatenate(parts)
         embeds = []
-        with torch.inference_mode(), one_thread_on_cpu(self.device):
-            for i in range(0, len(mels), self.batch_size):
-                batch = mels[i : i + self.batch_size].to(self.device)
-                embeds.append(self.timed(lambda: self.encoder(batch).cpu().numpy(), len(batch)))
+        for i in range(0, len(mels), self.batch_size):
+            batch = mels[i : i + self.batch_size]
+            embeds.append(self.timed(lambda: self.encoder(batch), len(batch)))
         partial = np.concatenate(embeds)
         ends = np.cumsum([len(p) for p in parts])
         for i, chunk in zip(keep, np.split(partial, ends[:-1])):

@@ -12,16 +12,15 @@ set) and the logits are averaged. The convolutional front ends see the whole tra
 the visual one in chunks with enough temporal context (6 frames) to give exactly what one
 pass would, so memory stays bounded on long clips.
 
-On the CPU the visual front end (nearly all of the cost) runs in ONNX Runtime: exported
-once per weights file into the user cache, it is 2.5-3x faster than eager torch here
-(0.24-0.42 against 0.66-0.99 s per second of face track at load 8, same outputs to 1e-6).
-On CUDA everything stays in torch.
+On the CPU the three parts (visual front end, audio front end, GRUs + classifier) run in
+ONNX Runtime, exported once per weights file into the user cache, so a run never imports
+torch: the visual part is 2.5-3x faster than eager torch here (0.24-0.42 against 0.66-0.99 s
+per second of face track at load 8, same outputs to 1e-6). On CUDA they stay in torch.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,18 +29,22 @@ import cv2
 import numpy as np
 
 from vidpipe.backends._onnx import session
-from vidpipe.backends._torch import one_thread_on_cpu, torch_device
+from vidpipe.backends._torch import exported_onnx, runs_on_cpu, torch_device
 from vidpipe.backends.base import ActiveSpeakerScorer, ModelStats
 from vidpipe.registry import BackendContext, log_once, register
-from vidpipe.util import atomic_path
-from vidpipe.weights import cache_dir, sha256_file
 
 CROP = 112
 CROP_SCALE = 0.4  # upstream cropScale
 PAD_GREY = 110  # upstream pads pictures with this value
 MFCC_PER_FRAME = 4  # 100 fps audio features per 25 fps video frame
 DURATIONS = (1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 6)  # upstream's window lengths (s), averaged
+VISUAL_CONTEXT = 6  # frames each side that change a frame's visual embedding (_light_asd_net.VisualEncoder.CONTEXT)
 CHUNK = 50  # frames per visual front-end input (+ 6 of context each side): 2 s, ~290 MB at most on the CPU
+PARTS = {  # part: its module in _light_asd_net and example inputs (batch and time axes free)
+    "visual": ("VisualFrontend", {"crops": np.zeros((1, 16, CROP, CROP), np.uint8)}),
+    "audio": ("AudioFrontend", {"mfcc": np.zeros((1, 64, 13), np.float32)}),
+    "classifier": ("Classifier", {"audio": np.zeros((1, 16, 128), np.float32), "visual": np.zeros((1, 16, 128), np.float32)}),
+}
 
 
 class LightAsdScorer(ActiveSpeakerScorer):
@@ -49,44 +52,64 @@ class LightAsdScorer(ActiveSpeakerScorer):
 
     def __init__(self, path: Path, device: str = "auto", threads: int = 0, chunks_per_call: int | None = None) -> None:
         super().__init__()
-        import torch
-
-        from vidpipe.backends._light_asd_net import LightASD
-
-        self.device = torch_device(device)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.net = LightASD.from_state_dict(state).to(self.device)
         self.name = "light_asd"
-        # Bigger batches only pay on a GPU; on the CPU they only hold more activations.
-        self.chunks_per_call = chunks_per_call or (8 if self.device.type == "cuda" else 1)
         self.weight_files = [Path(path)]
-        self.visual_frontend: Callable = self.net.visual
-        if self.device.type == "cpu":
-            try:
-                self.visual_frontend = self._onnx_visual(Path(path), threads)
-            except Exception as e:  # no exporter here: eager torch gives the same numbers, slower
-                log_once(logging.WARNING, "light_asd: visual front end stays in torch (%s)", e)
+        on_cpu = runs_on_cpu(device)
+        # Bigger batches only pay on a GPU; on the CPU they only hold more activations.
+        self.chunks_per_call = chunks_per_call or (1 if on_cpu else 8)
+        # Each part takes and gives arrays: ONNX Runtime sessions on the CPU, torch on CUDA.
+        self.visual_frontend, self.audio_frontend, self.classifier = (
+            self._part(Path(path), part, device, threads if part == "visual" else 1, on_cpu) for part in PARTS)
         # The first inference starts the thread pools: not the first clip's cost. One frame
         # is enough for that (a whole chunk was 0.5 CPU-s of every run's start-up, clips or not).
         self.score([(np.zeros(640, np.int16), np.zeros((1, CROP, CROP), np.uint8))])
         self.stats = ModelStats()  # count the clips' calls only
 
-    def _onnx_visual(self, weights: Path, threads: int) -> Callable:
-        """The visual front end as an ONNX Runtime session, exported once into the cache."""
+    def _part(self, weights: Path, part: str, device: str, threads: int, on_cpu: bool) -> Callable:
+        if on_cpu:
+            try:
+                return self._onnx_part(weights, part, threads)
+            except Exception as e:  # no exporter, or no cache to write: torch gives the same numbers, slower
+                log_once(logging.WARNING, "light_asd: the %s part stays in torch (%s)", part, e)
+        return self._torch_part(weights, part, device)
+
+    @staticmethod
+    def _module(weights: Path, part: str):
         import torch
 
-        from vidpipe.backends._light_asd_net import VisualFrontend
+        from vidpipe.backends import _light_asd_net
 
-        onnx_file = cache_dir() / "onnx" / f"{weights.stem}-{sha256_file(weights)[:16]}-visual.onnx"
-        if not onnx_file.is_file():
-            example = torch.zeros((1, 16, CROP, CROP), dtype=torch.uint8)  # any length: the axes are dynamic
-            with atomic_path(onnx_file) as tmp, warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(VisualFrontend(self.net).eval(), (example,), str(tmp), dynamo=False, input_names=["crops"],
-                                  output_names=["embedding"], dynamic_axes={"crops": {0: "batch", 1: "frames"}})
-            self.net.eval()  # the exporter puts modules back in the mode it found the wrapper in
+        net = _light_asd_net.LightASD.from_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return getattr(_light_asd_net, PARTS[part][0])(net).eval()
+
+    def _onnx_part(self, weights: Path, part: str, threads: int) -> Callable:
+        """`part` in ONNX Runtime on `threads` threads: the visual one on the run's, the small
+        audio net and the recurrent classifier on one (their steps are small products that
+        threads cannot split usefully; see Ge2eEmbedder)."""
+        inputs = PARTS[part][1]
+
+        def export():
+            import torch
+
+            return self._module(weights, part), tuple(torch.from_numpy(x) for x in inputs.values())
+
+        code = (Path(__file__), Path(__file__).with_name("_light_asd_net.py"))
+        onnx_file = exported_onnx(weights, part, export, code, input_names=list(inputs), output_names=["out"],
+                                  dynamic_axes={name: {0: "batch", 1: "frames"} for name in inputs})
         sess = session(onnx_file, "cpu", threads)
-        return lambda crops: torch.from_numpy(sess.run(None, {"crops": crops.numpy()})[0])
+        return lambda *arrays: sess.run(None, dict(zip(inputs, arrays)))[0]
+
+    def _torch_part(self, weights: Path, part: str, device: str) -> Callable:
+        """`part` in torch on `device`, arrays in and out like the sessions."""
+        import torch
+
+        dev = torch_device(device)
+        module = self._module(weights, part).to(dev)
+
+        def call(*arrays):
+            with torch.inference_mode():
+                return module(*(torch.from_numpy(x).to(dev) for x in arrays)).cpu().numpy()
+        return call
 
     def crop(self, gray: np.ndarray, box: np.ndarray) -> np.ndarray:
         x1, y1, x2, y2 = (float(v) for v in box)
@@ -111,62 +134,53 @@ class LightAsdScorer(ActiveSpeakerScorer):
             x = np.pad(x, (0, need - len(x)))
         return python_speech_features.mfcc(x, 16000, numcep=13, winlen=0.025, winstep=0.010)[: frames * MFCC_PER_FRAME]
 
-    def _visual(self, crops: list[np.ndarray]) -> list:
+    def _visual(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         """Visual embeddings (T, 128) of each track, chunked with temporal context, chunks of
         equal length batched."""
-        import torch
-
-        ctx = self.net.visualEncoder.CONTEXT
+        ctx = VISUAL_CONTEXT
         pieces = []  # (track, first real frame, input start, input end)
         for i, c in enumerate(crops):
             for a in range(0, len(c), CHUNK):
                 pieces.append((i, a, max(0, a - ctx), min(len(c), a + CHUNK + ctx)))
-        out = [torch.zeros((len(c), 128), device=self.device) for c in crops]
+        out = [np.zeros((len(c), 128), np.float32) for c in crops]
         by_length = Counter(e - s for _, _, s, e in pieces)
         for length in by_length:
             group = [p for p in pieces if p[3] - p[2] == length]
             for g in range(0, len(group), self.chunks_per_call):
                 batch = group[g : g + self.chunks_per_call]
-                x = torch.from_numpy(np.stack([crops[i][s:e] for i, _, s, e in batch])).to(self.device)
+                x = np.stack([crops[i][s:e] for i, _, s, e in batch])
                 emb = self.timed(lambda: self.visual_frontend(x), len(batch) * length)
                 for (i, a, s, e), row in zip(batch, emb):
                     b = min(len(crops[i]), a + CHUNK)
                     out[i][a:b] = row[a - s : b - s]
         return out
 
-    def _logits(self, audio, visual) -> np.ndarray:
+    def _logits(self, audio: np.ndarray, visual: np.ndarray) -> np.ndarray:
         """Upstream's ensemble over window lengths for one track: (T,) logits."""
-        import torch
-
         n = len(visual)
-        total = torch.zeros(n, device=self.device)
-        weights = Counter(DURATIONS)
-        for seconds, weight in weights.items():
+        total = np.zeros(n, np.float32)
+        for seconds, weight in Counter(DURATIONS).items():
             w = int(seconds * self.fps)
             full = n // w * w
             parts = []
             if full:
-                parts.append(self.net.logits(audio[:full].reshape(-1, w, 128), visual[:full].reshape(-1, w, 128)).reshape(-1))
+                parts.append(self.classifier(audio[:full].reshape(-1, w, 128), visual[:full].reshape(-1, w, 128)).reshape(-1))
             if full < n:
-                parts.append(self.net.logits(audio[None, full:], visual[None, full:]).reshape(-1))
-            total += weight * torch.cat(parts)
-        return (total / len(DURATIONS)).cpu().numpy().astype(np.float32)
+                parts.append(self.classifier(audio[None, full:], visual[None, full:]).reshape(-1))
+            total += weight * np.concatenate(parts)
+        return total / np.float32(len(DURATIONS))
 
     def score(self, tracks: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-        import torch
-
         crops = [np.asarray(c, np.uint8) for _, c in tracks]
-        with torch.inference_mode():
-            visual = self._visual(crops)  # ONNX Runtime on the CPU, with the run's threads
+        visual = self._visual(crops)
         out = []
-        with torch.inference_mode(), one_thread_on_cpu(self.device):  # the small audio net and the GRU
-            for (samples, c), v in zip(tracks, visual):
-                if not len(c):
-                    out.append(np.zeros(0, np.float32))
-                    continue
-                mfcc = torch.from_numpy(self.mfcc(samples, len(c))).float().to(self.device)
-                a = self.timed(lambda: self.net.audio(mfcc[None])[0], len(c))
-                out.append(self.timed(lambda: self._logits(a, v), len(c)))
+        for (samples, c), v in zip(tracks, visual):
+            if not len(c):
+                out.append(np.zeros(0, np.float32))
+                continue
+            mfcc = self.mfcc(samples, len(c)).astype(np.float32)
+            a = self.timed(lambda: self.audio_frontend(mfcc[None])[0], len(c))
+            out.append(self.timed(lambda: self._logits(a, v), len(c)))
         return out
 
 
