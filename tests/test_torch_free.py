@@ -11,7 +11,7 @@ import numpy as np
 
 from vidpipe.backends._torch import exported_onnx
 from vidpipe.config import Config
-from vidpipe.pipeline.runner import config_backends
+from vidpipe.pipeline.runner import Pipeline
 
 
 def test_an_export_is_made_once_and_again_when_the_code_changes(tmp_path, monkeypatch):
@@ -33,8 +33,12 @@ def test_an_export_is_made_once_and_again_when_the_code_changes(tmp_path, monkey
     code.write_text("v2")
     second = exported_onnx(weights, "linear", export, (code,), input_names=["x"])
     assert second != first and second.is_file() and len(exports) == 2
+    assert not first.exists()  # replaced, not kept beside it
+    (tmp_path / "cache" / "onnx" / "other-0123456789abcdef-linear.onnx").write_bytes(b"another network's")
     weights.write_bytes(b"other weights")
     assert exported_onnx(weights, "linear", export, (code,), input_names=["x"]) not in (first, second)
+    assert second.exists()  # other weights: both kept
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "onnx").iterdir()) == ["net", "net", "other"]
 
 
 def test_without_a_cache_to_write_the_speaker_encoder_stays_in_torch(monkeypatch, tmp_path):
@@ -56,7 +60,7 @@ def test_a_cpu_run_never_imports_torch(shared):
     cfg = Config()
     cfg.set("run.weights_dir", str(shared / "weights"))
     cfg.set("run.device", "cpu")
-    config_backends(cfg)  # exports whatever the cache lacks (this process may import torch)
+    Pipeline.build(cfg)  # exports whatever the cache lacks (this process may import torch)
     code = ("import sys; from vidpipe.config import Config; from vidpipe.pipeline.runner import Pipeline; "
             f"cfg = Config(); cfg.set('run.weights_dir', {str(shared / 'weights')!r}); cfg.set('run.device', 'cpu'); "
             "p = Pipeline.build(cfg); print(sorted(s.name for s in p.stages)); print('torch' in sys.modules)")

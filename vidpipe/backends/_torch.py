@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -47,11 +48,13 @@ def exported_onnx(weights: Path, part: str, export: Callable[[], tuple], code: S
     """`part` of the network in `weights` as an ONNX file in the user cache. The first call
     exports it: `export()` gives (module, example inputs), and torch is imported then only.
     The file's name holds the weights' hash and that of the source files in `code` (the
-    network and its export), so that editing either exports again. `options` are
+    network and its export), so that editing either exports again (and removes the export
+    it replaces). `options` are
     torch.onnx.export's (input_names, output_names, dynamic_axes)."""
     weights = Path(weights)
     source = hashlib.sha256(b"".join(Path(f).read_bytes() for f in code)).hexdigest()[:8]
-    onnx_file = cache_dir() / "onnx" / f"{weights.stem}-{sha256_file(weights)[:16]}-{source}-{part}.onnx"
+    prefix = f"{weights.stem}-{sha256_file(weights)[:16]}"
+    onnx_file = cache_dir() / "onnx" / f"{prefix}-{source}-{part}.onnx"
     if not onnx_file.is_file():
         import torch
 
@@ -59,4 +62,8 @@ def exported_onnx(weights: Path, part: str, export: Callable[[], tuple], code: S
         with atomic_path(onnx_file) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(module.eval(), example, str(tmp), dynamo=False, **options)
+        older = re.compile(rf"{re.escape(prefix)}-(?:[0-9a-f]{{8}}-)?{re.escape(part)}\.onnx")
+        for old in onnx_file.parent.iterdir():  # the same weights' part exported by other code
+            if old != onnx_file and older.fullmatch(old.name):
+                old.unlink(missing_ok=True)
     return onnx_file
