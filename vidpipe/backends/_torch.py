@@ -49,8 +49,7 @@ def exported_onnx(weights: Path, part: str, export: Callable[[], tuple], code: S
     exports it: `export()` gives (module, example inputs), and torch is imported then only.
     The file's name holds the weights' hash and that of the source files in `code` (the
     network and its export), so that editing either exports again (and removes the export
-    it replaces). `options` are
-    torch.onnx.export's (input_names, output_names, dynamic_axes)."""
+    it replaces). `options` are torch.onnx.export's (input_names, output_names, dynamic_axes)."""
     weights = Path(weights)
     source = hashlib.sha256(b"".join(Path(f).read_bytes() for f in code)).hexdigest()[:8]
     prefix = f"{weights.stem}-{sha256_file(weights)[:16]}"

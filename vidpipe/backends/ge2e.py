@@ -26,7 +26,7 @@ import importlib.util
 import logging
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -120,16 +120,19 @@ class Ge2eEmbedder(SpeakerEmbedder):
         self.dim = 256
         self.batch_size = max(1, int(batch_size))
         self.weight_files = [resemblyzer_weights()]
-        self.encoder = None
-        if runs_on_cpu(device):
-            try:
-                self.encoder = self._onnx_encoder()
-            except Exception as e:  # no exporter, or no cache to write: torch gives the same numbers, slower
-                log_once(logging.WARNING, "resemblyzer: the encoder stays in torch (%s)", e)
-        self.encoder = self.encoder or self._torch_encoder(device)
+        self.encoder = self._encoder(device)
         # The first LSTM call allocates: pay that here, once, not on the first clip.
         self.embed([np.full(SAMPLE_RATE, 100, np.int16)])
         self.stats = ModelStats()  # count the clips' calls only
+
+    def _encoder(self, device: str) -> Callable[[np.ndarray], np.ndarray]:
+        """(n, 160, 40) mels → (n, 256) embeddings: ONNX Runtime on the CPU, torch on CUDA."""
+        if runs_on_cpu(device):
+            try:
+                return self._onnx_encoder()
+            except Exception as e:  # no exporter, or no cache to write: torch gives the same numbers, slower
+                log_once(logging.WARNING, "resemblyzer: the encoder stays in torch (%s)", e)
+        return self._torch_encoder(device)
 
     def _onnx_encoder(self):
         """(n, 160, 40) mels → (n, 256) in ONNX Runtime on one thread: each LSTM step is a small
