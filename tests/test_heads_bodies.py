@@ -115,3 +115,17 @@ def test_a_user_head_model_plugs_in_through_the_registry(shared, tmp_path):
     missing = config(shared, **{"heads.embedder": "onnx", "heads.model_path": str(tmp_path / "none.onnx")})
     with pytest.raises(ConfigError, match="none.onnx not found"):
         config_backends(missing).get("head_embedder")
+
+
+def test_crop_embedder_input_is_the_normalised_rgb_of_each_crop(shared):
+    """OSNet's input, built in a reused buffer and normalised in place: to the bit, the
+    crops resized, BGR -> RGB, (x / 255 - mean) / std; again after a batch of another size."""
+    embedder = config_backends(config(shared)).get("reid_embedder")
+    rng = np.random.default_rng(1)
+    h, w = embedder.size
+    for n in (5, 2, 7):
+        crops = [rng.integers(0, 256, (int(rng.integers(20, 300)), int(rng.integers(10, 150)), 3), np.uint8)
+                 for _ in range(n)]
+        rgb = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR)[:, :, ::-1] for c in crops])
+        expected = (rgb.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - embedder.mean) / embedder.std
+        assert np.array_equal(embedder._tensor(crops), expected)
