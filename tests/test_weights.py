@@ -188,3 +188,12 @@ def test_shared_weights_match_registry(shared: Path, env: Path) -> None:
     for e in pinned:
         path = W.resolve(e.name, shared / "weights")
         assert path == shared / "weights" / e.relpath
+
+
+def test_a_package_that_ships_weights_is_found():
+    from vidpipe.weights import WeightsNotFound, package_dir
+
+    assert (package_dir("silero_vad", "silero-vad") / "data" / "silero_vad.onnx").is_file()
+    assert (package_dir("resemblyzer", "resemblyzer") / "pretrained.pt").is_file()
+    with pytest.raises(WeightsNotFound, match="pip install no-such-weights"):  # "auto" then tries the next backend
+        package_dir("no_such_weights_package", "no-such-weights")

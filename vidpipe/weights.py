@@ -13,6 +13,7 @@ fetch`` command calls it.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -163,6 +164,15 @@ def get_entry(name: str) -> WeightsEntry:
 
 
 # ---------------------------------------------------------------- lookup
+
+def package_dir(package: str, pip_name: str) -> Path:
+    """The folder of an installed package that ships weights, found without importing it
+    (silero_vad and resemblyzer import torch; face_recognition_models, pkg_resources)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsNotFound(f"{package} is not installed: pip install {pip_name}")
+    return Path(list(spec.submodule_search_locations)[0])
+
 
 def cache_dir() -> Path:
     """vidpipe's user cache dir ($VIDPIPE_CACHE_DIR overrides it)."""

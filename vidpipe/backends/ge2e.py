@@ -22,7 +22,6 @@ them to resemblyzer's own. On CUDA the encoder stays in torch.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import warnings
 from pathlib import Path
@@ -36,6 +35,7 @@ from vidpipe.backends._torch import exported_onnx, runs_on_cpu, torch_device
 from vidpipe.backends.base import ModelStats, SpeakerEmbedder
 from vidpipe.records import SAMPLE_RATE, to_float
 from vidpipe.registry import BackendContext, log_once, register
+from vidpipe.weights import package_dir
 
 PARTIALS_PER_S = 1.3  # resemblyzer's embed_utterance defaults
 MIN_COVERAGE = 0.75
@@ -92,14 +92,6 @@ def partial_slices(n_samples: int, rate: float = PARTIALS_PER_S, min_coverage: f
     return slices[:-1] if coverage < min_coverage and len(slices) > 1 else slices
 
 
-def resemblyzer_weights() -> Path:
-    """The encoder's weights inside the resemblyzer wheel, found without importing it."""
-    spec = importlib.util.find_spec("resemblyzer")
-    if spec is None or spec.origin is None:
-        raise ImportError("resemblyzer is not installed: pip install resemblyzer")
-    return Path(spec.origin).parent / "pretrained.pt"
-
-
 def import_resemblyzer():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -119,7 +111,7 @@ class Ge2eEmbedder(SpeakerEmbedder):
         self.name = "resemblyzer"
         self.dim = 256
         self.batch_size = max(1, int(batch_size))
-        self.weight_files = [resemblyzer_weights()]
+        self.weight_files = [package_dir("resemblyzer", "resemblyzer") / "pretrained.pt"]
         self.encoder = self._encoder(device)
         # The first LSTM call allocates: pay that here, once, not on the first clip.
         self.embed([np.full(SAMPLE_RATE, 100, np.int16)])

@@ -20,6 +20,7 @@ per second of face track at load 8, same outputs to 1e-6). On CUDA they stay in 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from pathlib import Path
@@ -58,31 +59,39 @@ class LightAsdScorer(ActiveSpeakerScorer):
         # Bigger batches only pay on a GPU; on the CPU they only hold more activations.
         self.chunks_per_call = chunks_per_call or (1 if on_cpu else 8)
         # Each part takes and gives arrays: ONNX Runtime sessions on the CPU, torch on CUDA.
+        # The torch network is loaded once, and only where a part needs it (an export, CUDA).
+        net = functools.cache(lambda: self._load(Path(path)))
         self.visual_frontend, self.audio_frontend, self.classifier = (
-            self._part(Path(path), part, device, threads if part == "visual" else 1, on_cpu) for part in PARTS)
+            self._part(net, part, device, threads if part == "visual" else 1, on_cpu) for part in PARTS)
         # The first inference starts the thread pools: not the first clip's cost. One frame
         # is enough for that (a whole chunk was 0.5 CPU-s of every run's start-up, clips or not).
         self.score([(np.zeros(640, np.int16), np.zeros((1, CROP, CROP), np.uint8))])
         self.stats = ModelStats()  # count the clips' calls only
 
-    def _part(self, weights: Path, part: str, device: str, threads: int, on_cpu: bool) -> Callable:
+    def _part(self, net: Callable, part: str, device: str, threads: int, on_cpu: bool) -> Callable:
         if on_cpu:
             try:
-                return self._onnx_part(weights, part, threads)
+                return self._onnx_part(net, part, threads)
             except Exception as e:  # no exporter, or no cache to write: torch gives the same numbers, slower
                 log_once(logging.WARNING, "light_asd: the %s part stays in torch (%s)", part, e)
-        return self._torch_part(weights, part, device)
+        return self._torch_part(net, part, device)
 
     @staticmethod
-    def _module(weights: Path, part: str):
+    def _load(weights: Path):
         import torch
 
+        from vidpipe.backends._light_asd_net import LightASD
+
+        return LightASD.from_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+
+    @staticmethod
+    def _module(net: Callable, part: str):
+        """`part` of the network `net()` as a module of its own (`_light_asd_net`)."""
         from vidpipe.backends import _light_asd_net
 
-        net = _light_asd_net.LightASD.from_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        return getattr(_light_asd_net, PARTS[part][0])(net).eval()
+        return getattr(_light_asd_net, PARTS[part][0])(net()).eval()
 
-    def _onnx_part(self, weights: Path, part: str, threads: int) -> Callable:
+    def _onnx_part(self, net: Callable, part: str, threads: int) -> Callable:
         """`part` in ONNX Runtime on `threads` threads: the visual one on the run's, the small
         audio net and the recurrent classifier on one (their steps are small products that
         threads cannot split usefully; see Ge2eEmbedder)."""
@@ -91,20 +100,20 @@ class LightAsdScorer(ActiveSpeakerScorer):
         def export():
             import torch
 
-            return self._module(weights, part), tuple(torch.from_numpy(x) for x in inputs.values())
+            return self._module(net, part), tuple(torch.from_numpy(x) for x in inputs.values())
 
         code = (Path(__file__), Path(__file__).with_name("_light_asd_net.py"))
-        onnx_file = exported_onnx(weights, part, export, code, input_names=list(inputs), output_names=["out"],
+        onnx_file = exported_onnx(self.weight_files[0], part, export, code, input_names=list(inputs), output_names=["out"],
                                   dynamic_axes={name: {0: "batch", 1: "frames"} for name in inputs})
         sess = session(onnx_file, "cpu", threads)
         return lambda *arrays: sess.run(None, dict(zip(inputs, arrays)))[0]
 
-    def _torch_part(self, weights: Path, part: str, device: str) -> Callable:
+    def _torch_part(self, net: Callable, part: str, device: str) -> Callable:
         """`part` in torch on `device`, arrays in and out like the sessions."""
         import torch
 
         dev = torch_device(device)
-        module = self._module(weights, part).to(dev)
+        module = self._module(net, part).to(dev)
 
         def call(*arrays):
             with torch.inference_mode():

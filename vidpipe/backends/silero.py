@@ -14,14 +14,15 @@ array copies. tests/test_audio_speaker.py holds both to silero's own functions, 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
+from vidpipe.backends._onnx import session
 from vidpipe.backends.base import VoiceActivityDetector
 from vidpipe.records import SAMPLE_RATE, to_float
 from vidpipe.registry import BackendContext, register
+from vidpipe.weights import package_dir
 
 MODEL_FILE = "silero_vad.onnx"
 WINDOW, CONTEXT = 512, 64  # samples per step at 16 kHz, and the previous step's tail each step sees
@@ -29,11 +30,8 @@ MIN_SPEECH_MS, MIN_SILENCE_MS, PAD_MS = 250, 100, 30  # get_speech_timestamps' d
 
 
 def model_path() -> Path:
-    """silero_vad.onnx inside the installed wheel, found without importing the package."""
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or spec.origin is None:
-        raise ImportError("silero-vad is not installed: pip install silero-vad")
-    return Path(spec.origin).parent / "data" / MODEL_FILE
+    """silero_vad.onnx inside the installed wheel."""
+    return package_dir("silero_vad", "silero-vad") / "data" / MODEL_FILE
 
 
 def speech_regions(probs, threshold: float, n_samples: int) -> list[list[int]]:
@@ -81,12 +79,8 @@ def speech_regions(probs, threshold: float, n_samples: int) -> list[list[int]]:
 class SileroVad(VoiceActivityDetector):
     def __init__(self, threshold: float = 0.5) -> None:
         super().__init__()
-        import onnxruntime as ort
-
         path = model_path()
-        opts = ort.SessionOptions()  # silero's own: one thread, the default log level
-        opts.inter_op_num_threads = opts.intra_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.session = session(path, "cpu", 1)  # one thread, as silero's own wrapper
         self.name = "silero"
         self.threshold = threshold
         self.weight_files = [path]
