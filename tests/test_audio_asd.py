@@ -101,6 +101,7 @@ def test_the_network_gives_upstreams_logits(scorer):
     import torch
 
     from vidpipe.backends._light_asd_net import VisualEncoder
+    from vidpipe.backends._torch import torch_call
     from vidpipe.backends.light_asd import VISUAL_CONTEXT
 
     assert VISUAL_CONTEXT == VisualEncoder.CONTEXT  # the chunks' context, kept without importing torch
@@ -122,7 +123,7 @@ def test_the_network_gives_upstreams_logits(scorer):
         assert np.abs(ours_v - v.numpy()).max() < 1e-4 and np.abs(ours_a - a.numpy()).max() < 1e-4
         assert ours_a.shape == (tracks, frames, 128)
         assert np.abs(scorer.classifier(a.numpy(), v.numpy()) - theirs).max() < 1e-4
-    in_torch = scorer._torch_part(lambda: net, "classifier", "cpu")  # what CUDA runs, arrays in and out
+    in_torch = torch_call(scorer._module(lambda: net, "classifier"), "cpu")  # what CUDA runs, arrays in and out
     assert np.abs(in_torch(a.numpy(), v.numpy()) - theirs).max() < 1e-6
 
 

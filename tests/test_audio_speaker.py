@@ -75,11 +75,11 @@ def test_ge2e_slicing_volume_and_encoder_are_resemblyzers(shared):
                               resemblyzer_audio.normalize_volume(louder, TARGET_DBFS, increase_only=True))
     embedder = config_backends(Config()).get("speaker_embedder")
     quiet = (speech * 0.1).astype(np.int16)
-    theirs = voice_encoder("cpu").embed_utterance(resemblyzer_audio.normalize_volume(quiet / 32768.0, TARGET_DBFS, True))
+    theirs = voice_encoder().embed_utterance(resemblyzer_audio.normalize_volume(quiet / 32768.0, TARGET_DBFS, True))
     assert np.abs(embedder.embed([quiet])[0] - theirs).max() < 1e-4  # the whole clip: slices, mels, partials' mean
     mels = np.random.default_rng(0).random((5, 160, 40)).astype(np.float32) * 3
     with torch.inference_mode():
-        expected = voice_encoder("cpu")(torch.from_numpy(mels)).numpy()
+        expected = voice_encoder()(torch.from_numpy(mels)).numpy()
     assert np.abs(embedder.encoder(mels) - expected).max() < 1e-5
     assert np.abs(embedder.encoder(mels[:1]) - expected[:1]).max() < 1e-5
 

@@ -52,7 +52,7 @@ def test_without_a_cache_to_write_the_speaker_encoder_stays_in_torch(monkeypatch
 
     monkeypatch.setattr(ge2e, "exported_onnx", read_only)
     in_torch = ge2e.Ge2eEmbedder("cpu")
-    assert "_torch_encoder" in in_torch.encoder.__qualname__
+    assert "torch_call" in in_torch.encoder.__qualname__  # the torch network behind the same call
     assert np.abs(in_torch.embed([speech]) - exported).max() < 1e-5
 
 
@@ -69,3 +69,19 @@ def test_a_cpu_run_never_imports_torch(shared):
     stages, torch_imported = out.stdout.split("\n")[:2]
     assert "asd" in stages and "audio" in stages and "speech" in stages
     assert torch_imported == "False"
+
+
+def test_a_session_call_feeds_the_arrays_to_the_inputs_named_in_order():
+    """An exported part's call (`session_call`): arrays in, in the order of the names given,
+    its first output out. A two-input graph that is not symmetric (a - b) tells the order."""
+    from onnx import TensorProto, helper
+
+    from vidpipe.backends._onnx import session_call
+
+    x = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 3]) for n in ("a", "b", "out")]
+    graph = helper.make_graph([helper.make_node("Sub", ["a", "b"], ["out"])], "sub", x[:2], x[2:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    a, b = np.array([[5, 7, 9]], np.float32), np.array([[1, 2, 3]], np.float32)
+    assert np.array_equal(session_call(model.SerializeToString(), ["a", "b"], "cpu", 1)(a, b), a - b)
+    assert np.array_equal(session_call(model.SerializeToString(), ["b", "a"], "cpu", 1)(a, b), b - a)

@@ -148,25 +148,29 @@ class LightASD(nn.Module):
         return net.eval()
 
 
-class VisualFrontend(nn.Module):
-    """`LightASD.visual` alone, (B, T, 112, 112) uint8 → (B, T, 128): exported to ONNX."""
+class _Part(nn.Module):
+    """One part of a LightASD network as a module of its own: what is exported to ONNX."""
 
     def __init__(self, net: LightASD) -> None:
         super().__init__()
         self.net = net
 
+
+class VisualFrontend(_Part):
+    """`LightASD.visual` alone, (B, T, 112, 112) uint8 → (B, T, 128)."""
+
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         return self.net.visual(crops)
 
 
-class AudioFrontend(VisualFrontend):
+class AudioFrontend(_Part):
     """`LightASD.audio` alone, (B, 4T, 13) MFCCs → (B, T, 128)."""
 
     def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
         return self.net.audio(mfcc)
 
 
-class Classifier(VisualFrontend):
+class Classifier(_Part):
     """`LightASD.logits` alone: (B, T, 128) audio and visual embeddings → (B, T) logits."""
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:

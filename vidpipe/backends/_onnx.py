@@ -60,6 +60,14 @@ def session(model, device: str = "auto", threads: int = 0):
     return ort.InferenceSession(model, sess_options=session_options(threads), providers=onnx_providers(device))
 
 
+def session_call(model, input_names, device: str = "auto", threads: int = 0):
+    """A session for `model` behind a plain call: arrays in, in `input_names`' order; its
+    first output out (an exported torch network's part, `_torch.exported_or_torch`)."""
+    sess = session(model, device, threads)
+    names = list(input_names)
+    return lambda *arrays: sess.run(None, dict(zip(names, arrays)))[0]
+
+
 def free_batch(path, fix) -> bytes | None:
     """The ONNX model at `path` with a free batch dimension: `fix(node, constants)` edits the
     nodes that tie the outputs to a batch of one (a Transpose or Reshape written for batch 1)

@@ -12,6 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from vidpipe.config import ConfigError
 from vidpipe.registry import log_once
 from vidpipe.util import atomic_path
@@ -42,6 +44,33 @@ def runs_on_cpu(device: str = "auto") -> bool:
     from vidpipe.devices import resolve
 
     return resolve(device) == "cpu" or torch_device(device).type == "cpu"
+
+
+def torch_call(module, device: str) -> Callable[..., np.ndarray]:
+    """`module` in torch on `device`, called as an exported part is (`_onnx.session_call`):
+    NumPy arrays in, one array out."""
+    import torch
+
+    dev = torch_device(device)
+    module = module.eval().to(dev)
+
+    def torch_on_arrays(*arrays: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(*(torch.from_numpy(x).to(dev) for x in arrays)).cpu().numpy()
+    return torch_on_arrays
+
+
+def exported_or_torch(owner: str, what: str, device: str, onnx: Callable[[], Callable],
+                      module: Callable[[], object]) -> Callable[..., np.ndarray]:
+    """A torch network's call: on the CPU `onnx()`, its export in ONNX Runtime; on CUDA, or
+    where no export can be made or cached, `module()` in torch (`torch_call`): the same
+    numbers, slower on the CPU, with a warning."""
+    if runs_on_cpu(device):
+        try:
+            return onnx()
+        except Exception as e:  # no exporter, or no cache to write
+            log_once(logging.WARNING, "%s: the %s stays in torch (%s)", owner, what, e)
+    return torch_call(module(), device)
 
 
 def exported_onnx(weights: Path, part: str, export: Callable[[], tuple], code: Sequence[Path] = (), **options) -> Path:

@@ -22,7 +22,6 @@ them to resemblyzer's own. On CUDA the encoder stays in torch.
 from __future__ import annotations
 
 import functools
-import logging
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,11 +29,11 @@ from typing import Callable, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from vidpipe.backends._onnx import session
-from vidpipe.backends._torch import exported_onnx, runs_on_cpu, torch_device
+from vidpipe.backends._onnx import session_call
+from vidpipe.backends._torch import exported_onnx, exported_or_torch
 from vidpipe.backends.base import ModelStats, SpeakerEmbedder
 from vidpipe.records import SAMPLE_RATE, to_float
-from vidpipe.registry import BackendContext, log_once, register
+from vidpipe.registry import BackendContext, register
 from vidpipe.weights import package_dir
 
 PARTIALS_PER_S = 1.3  # resemblyzer's embed_utterance defaults
@@ -101,8 +100,9 @@ def import_resemblyzer():
     return resemblyzer, audio, voice_encoder
 
 
-def voice_encoder(device):
-    return import_resemblyzer()[2].VoiceEncoder(device=device, verbose=False).eval()
+def voice_encoder():
+    """resemblyzer's VoiceEncoder on the CPU (`torch_call` moves it where it runs)."""
+    return import_resemblyzer()[2].VoiceEncoder(device="cpu", verbose=False).eval()
 
 
 class Ge2eEmbedder(SpeakerEmbedder):
@@ -112,21 +112,13 @@ class Ge2eEmbedder(SpeakerEmbedder):
         self.dim = 256
         self.batch_size = max(1, int(batch_size))
         self.weight_files = [package_dir("resemblyzer", "resemblyzer") / "pretrained.pt"]
-        self.encoder = self._encoder(device)
+        # (n, 160, 40) mels → (n, 256) embeddings: ONNX Runtime on the CPU, torch on CUDA.
+        self.encoder = exported_or_torch(self.name, "encoder", device, self._onnx_encoder, voice_encoder)
         # The first LSTM call allocates: pay that here, once, not on the first clip.
         self.embed([np.full(SAMPLE_RATE, 100, np.int16)])
         self.stats = ModelStats()  # count the clips' calls only
 
-    def _encoder(self, device: str) -> Callable[[np.ndarray], np.ndarray]:
-        """(n, 160, 40) mels → (n, 256) embeddings: ONNX Runtime on the CPU, torch on CUDA."""
-        if runs_on_cpu(device):
-            try:
-                return self._onnx_encoder()
-            except Exception as e:  # no exporter, or no cache to write: torch gives the same numbers, slower
-                log_once(logging.WARNING, "resemblyzer: the encoder stays in torch (%s)", e)
-        return self._torch_encoder(device)
-
-    def _onnx_encoder(self):
+    def _onnx_encoder(self) -> Callable[[np.ndarray], np.ndarray]:
         """(n, 160, 40) mels → (n, 256) in ONNX Runtime on one thread: each LSTM step is a small
         matrix product that threads cannot split usefully, and their barriers collapse on busy
         cores (torch, 64 partials: 22-75 ms each on one thread, 340-640 ms on two, on this
@@ -134,23 +126,11 @@ class Ge2eEmbedder(SpeakerEmbedder):
         def export():
             import torch
 
-            return voice_encoder("cpu"), (torch.zeros((2, PARTIAL_FRAMES, N_MELS)),)
+            return voice_encoder(), (torch.zeros((2, PARTIAL_FRAMES, N_MELS)),)
 
         onnx_file = exported_onnx(self.weight_files[0], "encoder", export, (Path(__file__),), input_names=["mels"],
                                   output_names=["embedding"], dynamic_axes={"mels": {0: "batch", 1: "frames"}})
-        sess = session(onnx_file, "cpu", 1)
-        return lambda mels: sess.run(None, {"mels": mels})[0]
-
-    def _torch_encoder(self, device: str):
-        import torch
-
-        dev = torch_device(device)
-        encoder = voice_encoder(dev)
-
-        def call(mels):
-            with torch.inference_mode():
-                return encoder(torch.from_numpy(mels).to(dev)).cpu().numpy()
-        return call
+        return session_call(onnx_file, ["mels"], "cpu", 1)
 
     def partials(self, speech: np.ndarray) -> np.ndarray:
         """(n, 160, 40) mel spectrograms of the 1.6 s partial utterances of one clip."""

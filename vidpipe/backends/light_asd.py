@@ -21,7 +21,6 @@ per second of face track at load 8, same outputs to 1e-6). On CUDA they stay in 
 from __future__ import annotations
 
 import functools
-import logging
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,10 +28,10 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from vidpipe.backends._onnx import session
-from vidpipe.backends._torch import exported_onnx, runs_on_cpu, torch_device
+from vidpipe.backends._onnx import session_call
+from vidpipe.backends._torch import exported_onnx, exported_or_torch, runs_on_cpu
 from vidpipe.backends.base import ActiveSpeakerScorer, ModelStats
-from vidpipe.registry import BackendContext, log_once, register
+from vidpipe.registry import BackendContext, register
 
 CROP = 112
 CROP_SCALE = 0.4  # upstream cropScale
@@ -62,19 +61,14 @@ class LightAsdScorer(ActiveSpeakerScorer):
         # The torch network is loaded once, and only where a part needs it (an export, CUDA).
         net = functools.cache(lambda: self._load(Path(path)))
         self.visual_frontend, self.audio_frontend, self.classifier = (
-            self._part(net, part, device, threads if part == "visual" else 1, on_cpu) for part in PARTS)
+            exported_or_torch(self.name, f"{part} part", device,
+                              functools.partial(self._onnx_part, net, part, threads if part == "visual" else 1),
+                              functools.partial(self._module, net, part))
+            for part in PARTS)
         # The first inference starts the thread pools: not the first clip's cost. One frame
         # is enough for that (a whole chunk was 0.5 CPU-s of every run's start-up, clips or not).
         self.score([(np.zeros(640, np.int16), np.zeros((1, CROP, CROP), np.uint8))])
         self.stats = ModelStats()  # count the clips' calls only
-
-    def _part(self, net: Callable, part: str, device: str, threads: int, on_cpu: bool) -> Callable:
-        if on_cpu:
-            try:
-                return self._onnx_part(net, part, threads)
-            except Exception as e:  # no exporter, or no cache to write: torch gives the same numbers, slower
-                log_once(logging.WARNING, "light_asd: the %s part stays in torch (%s)", part, e)
-        return self._torch_part(net, part, device)
 
     @staticmethod
     def _load(weights: Path):
@@ -89,7 +83,7 @@ class LightAsdScorer(ActiveSpeakerScorer):
         """`part` of the network `net()` as a module of its own (`_light_asd_net`)."""
         from vidpipe.backends import _light_asd_net
 
-        return getattr(_light_asd_net, PARTS[part][0])(net()).eval()
+        return getattr(_light_asd_net, PARTS[part][0])(net())
 
     def _onnx_part(self, net: Callable, part: str, threads: int) -> Callable:
         """`part` in ONNX Runtime on `threads` threads: the visual one on the run's, the small
@@ -105,20 +99,7 @@ class LightAsdScorer(ActiveSpeakerScorer):
         code = (Path(__file__), Path(__file__).with_name("_light_asd_net.py"))
         onnx_file = exported_onnx(self.weight_files[0], part, export, code, input_names=list(inputs), output_names=["out"],
                                   dynamic_axes={name: {0: "batch", 1: "frames"} for name in inputs})
-        sess = session(onnx_file, "cpu", threads)
-        return lambda *arrays: sess.run(None, dict(zip(inputs, arrays)))[0]
-
-    def _torch_part(self, net: Callable, part: str, device: str) -> Callable:
-        """`part` in torch on `device`, arrays in and out like the sessions."""
-        import torch
-
-        dev = torch_device(device)
-        module = self._module(net, part).to(dev)
-
-        def call(*arrays):
-            with torch.inference_mode():
-                return module(*(torch.from_numpy(x).to(dev) for x in arrays)).cpu().numpy()
-        return call
+        return session_call(onnx_file, inputs, "cpu", threads)
 
     def crop(self, gray: np.ndarray, box: np.ndarray) -> np.ndarray:
         x1, y1, x2, y2 = (float(v) for v in box)
